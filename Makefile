@@ -1,0 +1,57 @@
+# The lab's two commands:   make lab    (open the notebooks)
+#                           make test   (unit tests + every notebook, smoke profile)
+#
+# Both create .venv in the repo root on first use and keep it up to date.
+# TORCH is the torch requirement installed *before* everything else, so you
+# choose the build: the default lets pip pick (CUDA build on Linux with a GPU);
+# on CPU-only machines that already have a wheel on disk use e.g.
+#     make test TORCH=torch==2.13.0
+PYTHON ?= python3
+TORCH ?= torch
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.labkit-installed
+PYTEST_ARGS ?=
+
+.PHONY: lab test install unit notebooks smoke doctor run-notebooks bench-memory clean-venv
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[lab]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lab: install
+	$(VENV)/bin/jupyter lab labs/
+
+# Unit tests, then every notebook under nbval (lax: only cells marked
+# `# NBVAL_CHECK_OUTPUT` must reproduce their committed output).
+test: install
+	LABKIT_PROFILE=smoke $(PY) -m pytest tests labs --nbval-lax -p no:cacheprovider -q $(PYTEST_ARGS)
+
+unit: install
+	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+notebooks: install
+	LABKIT_PROFILE=smoke $(PY) -m pytest labs --nbval-lax -p no:cacheprovider -q $(PYTEST_ARGS)
+
+doctor: install
+	$(PY) -m labkit doctor
+
+# Re-execute notebooks in place with a profile and stamp the first cell with
+# profile, device and date (how committed outputs are produced).
+PROFILE ?= cpu
+NOTEBOOKS ?= labs/*.ipynb
+run-notebooks: install
+	$(PY) -m labkit.notebooks --profile $(PROFILE) $(NOTEBOOKS)
+
+bench-memory: install
+	$(PY) -m labkit.bench.memory --out data/results/memory_gpu.csv
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,50 @@
+"""`python -m labkit <command>`: the lab's experiments from a terminal.
+
+Each command lives in the module that owns the idea and is imported lazily,
+so `python -m labkit doctor` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from . import cli
+from .errors import LabkitError
+
+# command -> ("module", "function taking argv"), one line each
+COMMANDS = {
+    "doctor": ("labkit.doctor", "main", "hardware report and which labs run here"),
+    "data": ("labkit.data_cli", "main", "regenerate the committed corpora in data/corpora"),
+    "tokenizer": ("labkit.tokenizer", "main", "retrain the lab tokenizer into data/tokenizer"),
+    "pretrain": ("labkit.pretrain", "main", "pretrain a lab model on the general corpus"),
+    "memory": ("labkit.memory", "main", "estimate training memory of a model"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m labkit <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "Run `python -m labkit <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module_name, func_name, _ = COMMANDS[name]
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except LabkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return cli.run(func, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

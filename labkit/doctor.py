@@ -1,0 +1,43 @@
+"""`python -m labkit doctor`: what this machine is and which labs run here, in which profile."""
+from __future__ import annotations
+
+import torch
+
+from . import cli, env
+from .labs import LABS
+
+
+def lab_support() -> list[dict]:
+    """For each lab: is it written yet, and which profiles can run on this machine."""
+    cuda = torch.cuda.is_available()
+    rows = []
+    for lab in LABS:
+        rows.append({
+            "lab": lab.number, "title": lab.title, "ready": lab.ready,
+            "smoke": lab.ready, "cpu": lab.ready,
+            # `full` on a CPU still runs, but only the GPU machine does the real experiment
+            "full": lab.ready and (cuda or not lab.gpu_part),
+            "gpu_part": lab.gpu_part,
+        })
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    p = cli.parser("doctor", "Hardware report and which labs can run here.", profile=False)
+    args = p.parse_args(argv)
+    if args.json:
+        cli.emit_json({"env": env.info(), "labs": lab_support()})
+        return 0
+    env.report()
+    print()
+    print(f"{'lab':<4}{'title':<30}{'smoke':<7}{'cpu':<6}{'full':<6}note")
+    for row in lab_support():
+        mark = lambda ok: "yes" if ok else "-"  # noqa: E731
+        if not row["ready"]:
+            note = "coming"
+        elif row["gpu_part"] and not row["full"]:
+            note = f"GPU part ({row['gpu_part']}) shows committed results here"
+        else:
+            note = ""
+        print(f"{row['lab']:<4}{row['title']:<30}{mark(row['smoke']):<7}{mark(row['cpu']):<6}{mark(row['full']):<6}{note}")
+    return 0

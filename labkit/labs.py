@@ -1,0 +1,52 @@
+"""The lab map: which notebooks exist, what they need, and what each profile does."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+LABS_DIR = Path(__file__).resolve().parent.parent / "labs"
+
+
+@dataclass(frozen=True)
+class Lab:
+    number: str
+    slug: str
+    title: str
+    core: str
+    gpu_part: str   # what the `full` profile adds on a GPU ("" if nothing GPU-only)
+
+    @property
+    def path(self) -> Path:
+        return LABS_DIR / f"{self.number}_{self.slug}.ipynb"
+
+    @property
+    def ready(self) -> bool:
+        return self.path.exists()
+
+
+LABS = [
+    Lab("00", "setup_and_hardware", "Setup and hardware",
+        "device, dtypes (tf32 = 19 bits), peak FLOP/s, model-file size rules", "a live matmul TFLOP/s check"),
+    Lab("01", "memory_estimation", "Memory estimation",
+        "weights + grads + optimizer + activations + KV cache; 16 bytes/param; estimated vs measured",
+        "peak memory of real training steps vs the estimator"),
+    Lab("02", "mixed_precision", "Mixed precision",
+        "fp32/fp16/bf16 ranges, underflow, loss scaling from scratch vs torch.amp", "step time fp32 vs tf32 vs bf16"),
+    Lab("03", "gradient_checkpointing", "Gradient checkpointing",
+        "recomputation from scratch vs torch.utils.checkpoint; memory-time curve; accumulation",
+        "activation memory and step time on a GPU"),
+    Lab("04", "lora_from_scratch", "LoRA from scratch",
+        "layer, init, scaling, injection into q/k/v, merge; equal to peft", "labkit LoRA vs peft throughput"),
+    Lab("05", "quantization_qlora", "Quantization and QLoRA",
+        "int8 absmax, outliers, NF4 from scratch vs bitsandbytes, double quant, 4-bit base + LoRA",
+        "a 7B model in 4-bit + LoRA"),
+    Lab("06", "forgetting", "Catastrophic forgetting",
+        "domain fine-tuning erodes general ability; replay, lower LR, EWC, LoRA vs full", "more steps and seeds"),
+    Lab("07", "fsdp", "FSDP",
+        "DDP vs FSDP sharding, per-rank memory, communication volume, CPU offload, sharded checkpoints",
+        "CPU offload on one GPU"),
+    Lab("08", "chain_of_thought", "Chain-of-thought prompting",
+        "zero-shot, zero-shot-CoT, few-shot-CoT, least-to-most, self-consistency, evaluated", "larger models"),
+    Lab("09", "sft_data", "Supervised fine-tuning data",
+        "formats, chat templates, loss only on answer tokens, multi-turn, packing, dedup", ""),
+]

@@ -1,0 +1,276 @@
+"""Named model configurations, built on any device -- `meta` included.
+
+Two kinds of model live here:
+
+* **real architectures** (Llama-2-7B, Llama-3-8B, Qwen2.5, GPT-2, ...) written
+  out from their published ``config.json`` files, so a learner can count
+  parameters or measure memory without downloading a single weight: build
+  them on ``meta`` to count, on a GPU with random weights to measure;
+* **lab models** (``lab-tiny``, ``lab-small``): small Llama-architecture
+  models with the lab tokenizer; ``lab-tiny`` is pretrained by
+  ``python -m labkit pretrain`` and committed in ``data/models/lab-tiny``.
+
+`load()` returns a pretrained ``(model, tokenizer)``: the committed lab model,
+or any Hugging Face causal LM the learner points ``LABKIT_MODEL`` at.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import (AutoConfig, AutoModelForCausalLM, GPT2Config, GPTNeoXConfig,
+                          LlamaConfig, PretrainedConfig, Qwen2Config)
+
+from .errors import LabkitError
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+MODELS_DIR = DATA_DIR / "models"
+LAB_VOCAB_SIZE = 2048  # size of the lab BPE tokenizer (labkit.tokenizer)
+
+
+def _llama(**kw) -> LlamaConfig:
+    base = dict(hidden_act="silu", rms_norm_eps=1e-5, tie_word_embeddings=False,
+                attention_bias=False, mlp_bias=False, rope_theta=10000.0)
+    base.update(kw)
+    rope_theta = base.pop("rope_theta")
+    rope_scaling = base.pop("rope_scaling", None)
+    cfg = LlamaConfig(**base)
+    # transformers 5 keeps rope settings in `rope_parameters`; older ones in rope_theta/rope_scaling
+    if hasattr(cfg, "rope_parameters") and cfg.rope_parameters is not None:
+        params = {"rope_type": "default", "rope_theta": rope_theta}
+        if rope_scaling:
+            params.update(rope_scaling)
+        cfg.rope_parameters = params
+    else:
+        cfg.rope_theta = rope_theta
+        cfg.rope_scaling = rope_scaling
+    return cfg
+
+
+def _qwen2(**kw) -> Qwen2Config:
+    base = dict(hidden_act="silu", rms_norm_eps=1e-6, rope_theta=1_000_000.0, use_sliding_window=False)
+    base.update(kw)
+    rope_theta = base.pop("rope_theta")
+    cfg = Qwen2Config(**base)
+    if hasattr(cfg, "rope_parameters") and cfg.rope_parameters is not None:
+        cfg.rope_parameters = {"rope_type": "default", "rope_theta": rope_theta}
+    else:
+        cfg.rope_theta = rope_theta
+    return cfg
+
+
+# name -> (factory, published parameter count or None, one-line description)
+# Counts are the ones the model cards / papers report, checked by tests on `meta`.
+_REGISTRY = {
+    "lab-tiny": (lambda: _llama(vocab_size=LAB_VOCAB_SIZE, hidden_size=256, intermediate_size=768,
+                                num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                                max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
+                                pad_token_id=0),
+                 None, "lab model, Llama architecture, ~4.5M params, pretrained on the lab corpus"),
+    "lab-small": (lambda: _llama(vocab_size=LAB_VOCAB_SIZE, hidden_size=512, intermediate_size=1536,
+                                 num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
+                                 max_position_embeddings=1024, bos_token_id=1, eos_token_id=2,
+                                 pad_token_id=0),
+                  None, "lab model, Llama architecture, ~29M params (precision/checkpointing labs)"),
+    "gpt2": (lambda: GPT2Config(), 124_439_808, "GPT-2 small (OpenAI 2019), tied embeddings"),
+    "llama-2-7b": (lambda: _llama(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
+                                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                                  max_position_embeddings=4096),
+                   6_738_415_616, "Llama-2-7B (Meta 2023)"),
+    "llama-2-13b": (lambda: _llama(vocab_size=32000, hidden_size=5120, intermediate_size=13824,
+                                   num_hidden_layers=40, num_attention_heads=40, num_key_value_heads=40,
+                                   max_position_embeddings=4096),
+                    13_015_864_320, "Llama-2-13B (Meta 2023)"),
+    "llama-3-8b": (lambda: _llama(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                  max_position_embeddings=8192, rope_theta=500000.0),
+                   8_030_261_248, "Llama-3-8B (Meta 2024), grouped-query attention (8 KV heads)"),
+    "llama-3.2-1b": (lambda: _llama(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
+                                    num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                                    max_position_embeddings=131072, rope_theta=500000.0,
+                                    tie_word_embeddings=True,
+                                    rope_scaling={"rope_type": "llama3", "factor": 32.0,
+                                                  "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                  "original_max_position_embeddings": 8192}),
+                     1_235_814_400, "Llama-3.2-1B (Meta 2024), tied embeddings"),
+    "qwen2.5-0.5b": (lambda: _qwen2(vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                                    num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                                    max_position_embeddings=32768, tie_word_embeddings=True),
+                     494_032_768, "Qwen2.5-0.5B (Alibaba 2024), tied embeddings, q/k/v bias"),
+    "qwen2.5-1.5b": (lambda: _qwen2(vocab_size=151936, hidden_size=1536, intermediate_size=8960,
+                                    num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                                    max_position_embeddings=32768, tie_word_embeddings=True),
+                     1_543_714_304, "Qwen2.5-1.5B (Alibaba 2024), tied embeddings"),
+    "qwen2.5-7b": (lambda: _qwen2(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+                                  num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                                  max_position_embeddings=32768, tie_word_embeddings=False),
+                   7_615_616_512, "Qwen2.5-7B (Alibaba 2024)"),
+    # ChatGLM-6B (GLM architecture) has no class in transformers; GPT-NeoX has the
+    # same parts (fused qkv with bias, LayerNorm, 4h GELU MLP, rotary on part of
+    # each head, tied output), so this stand-in has ChatGLM-6B's exact size.
+    "chatglm-6b": (lambda: GPTNeoXConfig(vocab_size=130528, hidden_size=4096, intermediate_size=16384,
+                                         num_hidden_layers=28, num_attention_heads=32,
+                                         max_position_embeddings=2048, rotary_pct=0.5,
+                                         tie_word_embeddings=True),
+                   6_173_286_400, "ChatGLM-6B-sized stand-in (GPT-NeoX layers), 6.2B"),
+}
+
+
+def names() -> list[str]:
+    """All known model names."""
+    return list(_REGISTRY)
+
+
+def _unknown(name) -> LabkitError:
+    return LabkitError(f"unknown model {name!r}; known models: {', '.join(_REGISTRY)} "
+                       "(or pass a transformers config)")
+
+
+def published_params(name: str) -> int | None:
+    """The parameter count the model's authors report (None for lab models)."""
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    return _REGISTRY[name][1]
+
+
+def describe(name: str) -> str:
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    return _REGISTRY[name][2]
+
+
+def config(name: str, **overrides) -> PretrainedConfig:
+    """A fresh `transformers` config for a named architecture.
+
+    Keyword overrides change fields, e.g. ``config("lab-tiny", num_hidden_layers=2)``.
+    """
+    if isinstance(name, PretrainedConfig):
+        cfg = name.__class__.from_dict(name.to_dict())
+    else:
+        if name not in _REGISTRY:
+            raise _unknown(name)
+        cfg = _REGISTRY[name][0]()
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            raise LabkitError(f"{type(cfg).__name__} has no field {key!r}")
+        setattr(cfg, key, value)
+    return cfg
+
+
+def resolve_config(name_or_config) -> PretrainedConfig:
+    """Accept a name or a config; always return a config."""
+    if isinstance(name_or_config, PretrainedConfig):
+        return name_or_config
+    if isinstance(name_or_config, str):
+        return config(name_or_config)
+    raise LabkitError(f"expected a model name or a transformers config, got {type(name_or_config).__name__}")
+
+
+def build(name_or_config, device: str | torch.device = "meta", dtype: torch.dtype | None = None,
+          attn_implementation: str = "sdpa", seed: int | None = 0):
+    """Build a randomly initialised causal LM.
+
+    On ``meta`` nothing is allocated: a 70B model "builds" instantly, which is
+    how the labs count parameters. On a real device the weights are random
+    (seeded), which is all a memory or speed measurement needs.
+    """
+    cfg = resolve_config(name_or_config)
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LabkitError("build(..., device='cuda') but no CUDA GPU is visible; use device='cpu' or 'meta'")
+    if seed is not None and device.type != "meta":
+        torch.manual_seed(seed)
+    kwargs = {"attn_implementation": attn_implementation}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    with device:
+        model = AutoModelForCausalLM.from_config(cfg, **kwargs)
+    return model
+
+
+def count_params(model, trainable_only: bool = False) -> int:
+    """Parameters of a model, counting tied (shared) tensors once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# ---------------------------------------------------------------------------
+# Pretrained models: the committed lab checkpoint, or the learner's own
+# ---------------------------------------------------------------------------
+def checkpoint_dir(name: str) -> Path:
+    return MODELS_DIR / name
+
+
+def load(name: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """Return ``(model, tokenizer)`` ready to generate.
+
+    ``name`` is a committed lab model (``"lab-tiny"``), a local directory or a
+    hub id. With no name, ``LABKIT_MODEL`` is used if set, else ``lab-tiny``.
+    Only an explicit hub id can download; lab models never do.
+    """
+    name = name or os.environ.get("LABKIT_MODEL") or "lab-tiny"
+    local = checkpoint_dir(name)
+    if name in _REGISTRY:
+        if not (local / "config.json").exists():
+            raise LabkitError(f"no committed checkpoint for {name!r} in {local}; "
+                              f"create it with `python -m labkit pretrain --model {name}`")
+        from .tokenizer import load_tokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(local, dtype=dtype or torch.float32)
+        tokenizer = load_tokenizer()
+    else:
+        model, tokenizer = _load_hf(name, dtype)
+    return model.to(device).eval(), tokenizer
+
+
+def _load_hf(name: str, dtype):
+    """Load a learner's own Hugging Face causal LM (a path, or a hub id they chose)."""
+    from transformers import AutoTokenizer
+
+    is_path = Path(name).expanduser().exists()
+    try:
+        cfg = AutoConfig.from_pretrained(name, local_files_only=is_path)
+    except Exception as exc:  # noqa: BLE001 -- turn any loading failure into one line
+        raise LabkitError(f"cannot load model {name!r} ({type(exc).__name__}); LABKIT_MODEL must be a "
+                          "local Hugging Face model directory or a hub id") from None
+    if not any(arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel")
+               for arch in (cfg.architectures or [])):
+        raise LabkitError(f"{name!r} is a {cfg.architectures or cfg.model_type} model, not a causal LM; "
+                          "point LABKIT_MODEL at a causal (decoder-only) language model")
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or "auto", local_files_only=is_path)
+    tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=is_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+@torch.no_grad()
+def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 40, temperature: float = 0.0,
+                  seed: int = 0, chat: bool = False) -> str:
+    """Continue ``prompt`` and return only the new text.
+
+    ``temperature=0`` is greedy decoding (deterministic); ``chat=True`` wraps the
+    prompt in the chat template and stops at the end of the assistant's turn.
+    """
+    from .tokenizer import end_of_turn_ids
+
+    device = next(model.parameters()).device
+    if chat:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    else:
+        text = (tokenizer.bos_token or "") + prompt
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(device)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and ids.shape[1] + max_new_tokens > limit:
+        raise LabkitError(f"prompt ({ids.shape[1]} tokens) + {max_new_tokens} new tokens exceeds the model's "
+                          f"context of {limit}; shorten the prompt or ask for fewer tokens")
+    torch.manual_seed(seed)
+    kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=end_of_turn_ids(tokenizer) if tokenizer.eos_token_id is not None else None)
+    if temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_k=0)
+    else:
+        kwargs.update(do_sample=False)
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

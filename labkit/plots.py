@@ -1,0 +1,80 @@
+"""One matplotlib style for every lab, and the few plot helpers they share.
+
+Figures are saved into notebooks at a modest DPI so each notebook stays under
+1 MB; colours are fixed per idea so "bf16" or "LoRA" look the same in every lab.
+"""
+from __future__ import annotations
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf"]
+STYLE = {
+    "figure.figsize": (6.4, 3.6),
+    "figure.dpi": 80,
+    "savefig.dpi": 80,
+    "savefig.bbox": "tight",
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "axes.prop_cycle": mpl.cycler(color=PALETTE),
+}
+GB = 1e9
+
+
+def use_style() -> None:
+    """Apply the lab style (call once at the top of a notebook)."""
+    mpl.rcParams.update(STYLE)
+
+
+def loss_curves(histories: dict, ax=None, title: str = "training loss", eval_too: bool = True):
+    """Plot training (and eval) loss of several `labkit.train.History` objects, one colour each."""
+    if ax is None:
+        _, ax = plt.subplots()
+    for i, (label, h) in enumerate(histories.items()):
+        color = PALETTE[i % len(PALETTE)]
+        ax.plot(h.step, h.loss, color=color, alpha=0.8, lw=1.2, label=f"{label} (train)")
+        if eval_too and h.eval_step:
+            ax.plot(h.eval_step, h.eval_loss, "o--", color=color, ms=4, lw=1, label=f"{label} (eval)")
+    ax.set(xlabel="optimizer step", ylabel="cross-entropy loss (nats/token)", title=title)
+    ax.legend()
+    return ax
+
+
+def stacked_bars(labels: list[str], parts: dict[str, list[float]], ax=None, ylabel: str = "GB",
+                 title: str = "", hlines: dict[str, float] | None = None):
+    """Stacked bars (e.g. memory terms per configuration) with optional horizontal limits
+    (e.g. ``{"A100 40GB": 40}``)."""
+    if ax is None:
+        _, ax = plt.subplots()
+    bottom = [0.0] * len(labels)
+    for i, (name, values) in enumerate(parts.items()):
+        ax.bar(labels, values, bottom=bottom, label=name, color=PALETTE[i % len(PALETTE)])
+        bottom = [b + v for b, v in zip(bottom, values)]
+    for j, (name, y) in enumerate((hlines or {}).items()):
+        ax.axhline(y, ls="--", lw=1, color="k", alpha=0.5)
+        ax.text(len(labels) - 0.5, y, f" {name}", va="bottom", ha="right", fontsize=8)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(loc="upper left")
+    ax.tick_params(axis="x", rotation=20)
+    return ax
+
+
+def table(rows: list[dict], floatfmt: str = ".3g") -> str:
+    """A small Markdown table from a list of dicts (first row's keys are the columns)."""
+    if not rows:
+        return "(no rows)"
+    cols = list(rows[0])
+
+    def fmt(v):
+        return format(v, floatfmt) if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""Pretrain a lab model on the general corpus: ``python -m labkit pretrain``.
+
+This is how ``data/models/lab-tiny`` was made; the exact command, the final
+losses and the machine are written next to the weights in ``training.json``.
+Rerunning the command on the same kind of machine reproduces the checkpoint
+(CPU runs are deterministic; GPU kernels may differ in the last bits).
+
+The model is a small Llama (see ``labkit.models``); the data is the synthetic
+general corpus from ``labkit.data``, tokenized with the lab tokenizer and cut
+into random windows; the loop is the shared ``labkit.train.train``.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from . import data, env, models, train
+from .errors import LabkitError
+from .tokenizer import load_tokenizer
+
+SAMPLE_PROMPTS = ["The capital of", "On Monday morning", "Anna is a"]
+
+
+def pretrain(name: str = "lab-tiny", *, steps: int = 3000, batch_size: int = 16, seq_len: int = 256,
+             lr: float = 3e-3, n_docs: int = 40000, seed: int = 0, out: str | Path | None = None,
+             device: str | None = None, progress: bool = True) -> dict:
+    """Train ``name`` from scratch; save it (safetensors) with ``training.json``; return the summary."""
+    if name not in ("lab-tiny", "lab-small"):
+        raise LabkitError(f"pretrain builds lab models only (lab-tiny, lab-small), not {name!r}")
+    dev = torch.device(device) if device else env.device()
+    env.seed_everything(seed)
+    tokenizer = load_tokenizer()
+    cfg = models.config(name, vocab_size=len(tokenizer))
+    model = models.build(cfg, device=dev, seed=seed, attn_implementation="sdpa")
+
+    train_tokens = train.pack_documents(tokenizer, data.general_corpus(n_docs, seed=seed))
+    test_tokens = train.pack_documents(tokenizer, data.load("general", "test"))
+    eval_data = train.eval_batches(test_tokens, batch_size, seq_len, max_batches=8, device=dev)
+    precision = "bf16-mixed" if dev.type == "cuda" else "fp32"
+    tcfg = train.TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 20), weight_decay=0.1,
+                             precision=precision, eval_every=max(1, steps // 10), progress=progress,
+                             desc=f"pretrain {name}")
+    history = train.train(model, train.random_batches(train_tokens, batch_size, seq_len, seed=seed, device=dev),
+                          tcfg, eval_data=eval_data)
+
+    samples = {p: models.generate_text(model, tokenizer, p, max_new_tokens=30) for p in SAMPLE_PROMPTS}
+    summary = {
+        "model": name,
+        "n_params": models.count_params(model),
+        "command": "python -m labkit pretrain " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if sys.argv[1:2] == ["pretrain"] else None,
+        "steps": steps, "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "n_docs": n_docs,
+        "seed": seed, "precision": precision,
+        "train_tokens_in_corpus": int(train_tokens.numel()),
+        "tokens_seen": history.tokens,
+        "final_train_loss": round(history.loss[-1], 4),
+        "final_eval_loss": round(history.eval_loss[-1], 4),
+        "eval_curve": {"step": history.eval_step, "loss": [round(x, 4) for x in history.eval_loss]},
+        "seconds": round(history.seconds, 1),
+        "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "samples": samples,
+    }
+    out_dir = Path(out) if out else models.checkpoint_dir(name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float32).save_pretrained(out_dir, safe_serialization=True)
+    (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    from . import cli
+
+    p = cli.parser("pretrain", "Pretrain a lab model on the general corpus.", profile=False)
+    p.add_argument("--model", default="lab-tiny")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--docs", type=int, default=40000, help="general-corpus documents generated for training")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="output directory (default data/models/<model>)")
+    args = p.parse_args(argv)
+    if min(args.steps, args.batch_size, args.seq_len, args.docs) <= 0:
+        raise LabkitError("--steps, --batch-size, --seq-len and --docs must be positive")
+    start = time.time()
+    summary = pretrain(args.model, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
+                       lr=args.lr, n_docs=args.docs, seed=args.seed, out=args.out, device=args.device,
+                       progress=not args.json)
+    if args.json:
+        cli.emit_json(summary)
+    else:
+        print(json.dumps(summary, indent=2))
+        print(f"done in {time.time() - start:.0f} s")
+    return 0

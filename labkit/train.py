@@ -1,0 +1,266 @@
+"""One plain training loop for every lab.
+
+Later labs change *options* of this loop (precision, checkpointing, gradient
+accumulation, an extra loss term for EWC, a callback that runs probes), never
+copy it. It is deliberately the loop you would write by hand:
+
+    for step in range(steps):
+        for micro in range(grad_accum):
+            with autocast:                     # lab 02
+                loss = model(**batch).loss / grad_accum
+            backward(loss)                     # scaled in fp16 (lab 02)
+        clip, optimizer.step(), scheduler.step(), zero_grad
+
+plus a learning-rate schedule, a progress bar and periodic evaluation.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from .errors import LabkitError
+
+PRECISIONS = ("fp32", "fp16-mixed", "bf16-mixed", "bf16")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+# ---------------------------------------------------------------------------
+# Batches: documents -> one token stream -> random windows
+# ---------------------------------------------------------------------------
+def pack_documents(tokenizer, docs: list[str]) -> torch.Tensor:
+    """Concatenate ``<bos> doc <eos>`` for every document into one 1-D token tensor.
+
+    Pretraining does not pad: it cuts fixed-length windows out of this stream.
+    """
+    ids: list[int] = []
+    encoded = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    for doc in encoded:
+        ids.append(tokenizer.bos_token_id)
+        ids.extend(doc)
+        ids.append(tokenizer.eos_token_id)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def random_batches(tokens: torch.Tensor, batch_size: int, seq_len: int, seed: int = 0,
+                   device: str | torch.device = "cpu") -> Iterator[dict]:
+    """An endless, seeded iterator of ``{"input_ids", "labels"}`` windows of the stream."""
+    if tokens.numel() <= seq_len + 1:
+        raise LabkitError(f"only {tokens.numel()} tokens: need more than seq_len={seq_len}; use more data or a shorter seq_len")
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        starts = torch.randint(0, tokens.numel() - seq_len, (batch_size,), generator=gen)
+        x = torch.stack([tokens[s:s + seq_len] for s in starts.tolist()]).to(device)
+        yield {"input_ids": x, "labels": x}
+
+
+def eval_batches(tokens: torch.Tensor, batch_size: int, seq_len: int, max_batches: int | None = None,
+                 device: str | torch.device = "cpu") -> list[dict]:
+    """Consecutive, non-overlapping windows: the same every time, for comparable eval losses."""
+    n_windows = tokens.numel() // seq_len
+    windows = tokens[: n_windows * seq_len].view(n_windows, seq_len)
+    batches = [windows[i:i + batch_size] for i in range(0, n_windows, batch_size)]
+    if max_batches is not None:
+        batches = batches[:max_batches]
+    return [{"input_ids": b.to(device), "labels": b.to(device)} for b in batches]
+
+
+@torch.no_grad()
+def evaluate_loss(model, batches: list[dict], precision: str = "fp32") -> float:
+    """Mean next-token loss over fixed batches (token-weighted)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    for batch in batches:
+        with autocast(device, precision):
+            out = model(**batch)
+        n = (batch["labels"][:, 1:] != -100).sum().item()
+        total += out.loss.float().item() * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+# ---------------------------------------------------------------------------
+# Precision and schedules
+# ---------------------------------------------------------------------------
+def autocast(device: torch.device | str, precision: str):
+    """The autocast context for a precision name (a no-op for fp32 and pure bf16)."""
+    device = torch.device(device)
+    if precision == "fp16-mixed":
+        return torch.autocast(device.type, dtype=torch.float16)
+    if precision == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def lr_at(step: int, total: int, base_lr: float, warmup: int = 0, schedule: str = "cosine",
+          min_ratio: float = 0.1) -> float:
+    """Learning rate at ``step`` (0-based): linear warm-up, then cosine/linear decay to
+    ``min_ratio * base_lr``, or constant."""
+    if warmup and step < warmup:
+        return base_lr * (step + 1) / warmup
+    if schedule == "constant":
+        return base_lr
+    progress = (step - warmup) / max(1, total - warmup)
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "cosine":
+        factor = 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        factor = 1 - progress
+    return base_lr * (min_ratio + (1 - min_ratio) * factor)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.95)
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+    grad_accum: int = 1
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
+    max_grad_norm: float | None = 1.0
+    eval_every: int = 0           # 0: evaluate only at the end (if eval batches are given)
+    log_every: int = 1
+    progress: bool = True
+    desc: str = "train"
+
+    def check(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise LabkitError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.schedule not in SCHEDULES:
+            raise LabkitError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+        if self.steps < 1 or self.grad_accum < 1:
+            raise LabkitError("steps and grad_accum must be at least 1")
+        if self.lr <= 0:
+            raise LabkitError("lr must be positive")
+
+
+@dataclass
+class History:
+    """What happened during training, ready to plot."""
+    step: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    eval_step: list = field(default_factory=list)
+    eval_loss: list = field(default_factory=list)
+    skipped_steps: int = 0        # fp16 steps skipped by the loss scaler (inf/NaN gradients)
+    seconds: float = 0.0
+    tokens: int = 0
+
+    @property
+    def final_loss(self) -> float:
+        return self.loss[-1]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else float("nan")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+def train(model, batches: Iterator[dict], cfg: TrainConfig, *, eval_data: list[dict] | None = None,
+          optimizer: torch.optim.Optimizer | None = None, scaler=None,
+          extra_loss: Callable | None = None, callback: Callable | None = None) -> History:
+    """Train ``model`` for ``cfg.steps`` optimizer steps and return a `History`.
+
+    * ``batches``: iterator of dicts the model accepts (``input_ids``, ``labels``, ...).
+    * ``optimizer``: default AdamW over the parameters with ``requires_grad``
+      (so LoRA and frozen bases need nothing special).
+    * ``scaler``: a loss scaler with the `torch.amp.GradScaler` interface
+      (``scale``, ``unscale_``, ``step``, ``update``); created for fp16-mixed.
+    * ``extra_loss(model) -> tensor``: added to the loss (EWC's penalty, lab 06).
+    * ``callback(step, model, history)``: called after each optimizer step
+      (probes every N steps, lab 06).
+    """
+    cfg.check()
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise LabkitError("the model has no trainable parameters (did you freeze everything?)")
+    if cfg.precision == "bf16":
+        bad = [p.dtype for p in params if p.dtype != torch.bfloat16]
+        if bad:
+            raise LabkitError("precision='bf16' trains bf16 weights: call model.to(torch.bfloat16) first")
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if scaler is None and cfg.precision == "fp16-mixed":
+        scaler = torch.amp.GradScaler(device.type)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "config"):
+            model.config.use_cache = False
+    model.train()
+
+    history = History()
+    bar = _progress(cfg)
+    start = time.perf_counter()
+    for step in range(cfg.steps):
+        lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        step_loss = 0.0
+        for _ in range(cfg.grad_accum):
+            batch = next(batches)
+            with autocast(device, cfg.precision):
+                loss = model(**batch).loss
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model)
+                loss = loss / cfg.grad_accum
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            step_loss += loss.detach().float().item()
+            history.tokens += batch["input_ids"].numel()
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        if scaler is not None:
+            scale_before = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            if scaler.get_scale() < scale_before:
+                history.skipped_steps += 1
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        history.step.append(step + 1)
+        history.loss.append(step_loss)
+        history.lr.append(lr)
+        last = step + 1 == cfg.steps
+        if eval_data is not None and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last):
+            history.eval_step.append(step + 1)
+            history.eval_loss.append(evaluate_loss(model, eval_data, cfg.precision))
+        if callback is not None:
+            callback(step + 1, model, history)
+        if bar is not None:
+            postfix = {"loss": f"{step_loss:.3f}", "lr": f"{lr:.1e}"}
+            if history.eval_loss:
+                postfix["eval"] = f"{history.eval_loss[-1]:.3f}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(1)
+    history.seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return history
+
+
+def _progress(cfg: TrainConfig):
+    if not cfg.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.steps, desc=cfg.desc, leave=True, mininterval=1.0)
