@@ -1,0 +1,49 @@
+"""Every lab notebook: committed with outputs, stamped with its run, under 1 MB.
+
+(nbval itself runs the notebooks: `pytest labs --nbval-lax`, part of `make test`.)
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from labkit.labs import LABS
+from labkit.notebooks import MAX_BYTES, STAMP_RE
+
+LABS_DIR = Path(__file__).resolve().parent.parent / "labs"
+NOTEBOOKS = sorted(LABS_DIR.glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks in labs/"
+    assert (LABS_DIR / "00_setup_and_hardware.ipynb") in NOTEBOOKS
+
+
+def test_notebook_names_follow_the_lab_map():
+    known = {lab.path.name for lab in LABS}
+    for nb in NOTEBOOKS:
+        assert nb.name in known, f"{nb.name} is not in labkit.labs.LABS"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_small_and_stamped(path):
+    assert path.stat().st_size < MAX_BYTES, f"{path.name} is {path.stat().st_size:,} bytes (limit 1 MB)"
+    nb = json.loads(path.read_text())
+    first = "".join(nb["cells"][0]["source"])
+    assert nb["cells"][0]["cell_type"] == "markdown"
+    assert STAMP_RE.search(first), "first cell must name the profile and device of the committed outputs"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all(c.get("execution_count") for c in code), "commit the notebook with outputs of a full run"
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, "committed outputs contain an error"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_follows_anatomy(path):
+    nb = json.loads(path.read_text())
+    text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown").lower()
+    for heading in ("interview questions", "what we measured", "exercises"):
+        assert heading in text, f"{path.name} lacks a '{heading}' section"
+    sources = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "env.report()" in sources
+    assert "NBVAL_CHECK_OUTPUT" in sources
