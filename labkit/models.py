@@ -208,6 +208,9 @@ def load(name: str | None = None, device: str | torch.device = "cpu", dtype: tor
     hub id. With no name, ``LABKIT_MODEL`` is used if set, else ``lab-tiny``.
     Only an explicit hub id can download; lab models never do.
     """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per call is noise in a notebook
     name = name or os.environ.get("LABKIT_MODEL") or "lab-tiny"
     local = checkpoint_dir(name)
     if name in _REGISTRY:
