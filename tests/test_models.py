@@ -60,7 +60,9 @@ def test_cuda_request_on_cpu_machine_is_clear(tiny_config):
 def test_load_lab_tiny_generates_text():
     model, tok = models.load("lab-tiny")
     assert type(model).__name__ == "LlamaForCausalLM"
-    assert type(tok).__name__ == "PreTrainedTokenizerFast"
+    from transformers import PreTrainedTokenizerFast
+
+    assert isinstance(tok, PreTrainedTokenizerFast)  # (an alias of TokenizersBackend in transformers 5)
     text = models.generate_text(model, tok, "The capital of", max_new_tokens=12)
     assert len(text.split()) >= 3
     # greedy decoding is deterministic
