@@ -6,7 +6,7 @@ small template grammars gives us three things real data cannot:
 
 * **Offline and tiny.** A few thousand templated documents with a vocabulary of
   about a thousand words are enough for a 4M-parameter model to become fluent
-  in ten CPU minutes.
+  in under two minutes on one GPU.
 * **Reproducible.** Every generator takes a ``seed`` and uses its own
   ``random.Random``; the same call gives the same text on every machine.
 * **Measurable knowledge.** The general corpus keeps repeating a fixed list of
