@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.labkit-installed
 PYTEST_ARGS ?=
 
-.PHONY: lab test install unit notebooks smoke doctor run-notebooks bench-memory clean-venv
+.PHONY: lab test install unit notebooks doctor run-notebooks bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,8 +50,12 @@ NOTEBOOKS ?= labs/*.ipynb
 run-notebooks: install
 	$(PY) -m labkit.notebooks --profile $(PROFILE) $(NOTEBOOKS)
 
-bench-memory: install
-	$(PY) -m labkit.bench.memory --out data/results/memory_gpu.csv
+# GPU measurements (run on a machine with an NVIDIA GPU; each writes data/results/<name>_gpu.csv)
+BENCHES := matmul memory precision checkpointing lora qlora
+bench: install
+	for b in $(BENCHES); do $(PY) -m labkit.bench.$$b || exit 1; done
+bench-%: install
+	$(PY) -m labkit.bench.$*
 
 clean-venv:
 	rm -rf $(VENV)

@@ -198,10 +198,12 @@ def train(model, batches: Iterator[dict], cfg: TrainConfig, *, eval_data: list[d
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if scaler is None and cfg.precision == "fp16-mixed":
         scaler = torch.amp.GradScaler(device.type)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(model, "config"):
-            model.config.use_cache = False
+    already_on = getattr(model, "is_activation_checkpointing", None)
+    if already_on is None:
+        already_on = getattr(model, "is_gradient_checkpointing", False)
+    enabled_checkpointing = cfg.gradient_checkpointing and not already_on
+    if enabled_checkpointing:
+        _set_checkpointing(model, True)
     model.train()
 
     history = History()
@@ -254,8 +256,27 @@ def train(model, batches: Iterator[dict], cfg: TrainConfig, *, eval_data: list[d
     history.seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
+    if enabled_checkpointing:  # leave the model as we found it (generation wants its KV cache back)
+        _set_checkpointing(model, False)
     model.eval()
     return history
+
+
+def _set_checkpointing(model, on: bool) -> None:
+    """transformers' own gradient checkpointing (renamed `activation_checkpointing_*` in v5.2x)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        if on and hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif on:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
+            disable()
+    if hasattr(model, "config"):
+        model.config.use_cache = not on
 
 
 def _progress(cfg: TrainConfig):
