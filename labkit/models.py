@@ -15,6 +15,7 @@ or any Hugging Face causal LM the learner points ``LABKIT_MODEL`` at.
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -155,6 +156,8 @@ def config(name: str, **overrides) -> PretrainedConfig:
         if not hasattr(cfg, key):
             raise LabkitError(f"{type(cfg).__name__} has no field {key!r}")
         setattr(cfg, key, value)
+    if "num_hidden_layers" in overrides and isinstance(getattr(cfg, "layer_types", None), list):
+        cfg.layer_types = cfg.layer_types[: cfg.num_hidden_layers]  # Qwen2 keeps one entry per layer
     return cfg
 
 
@@ -175,7 +178,7 @@ def build(name_or_config, device: str | torch.device = "meta", dtype: torch.dtyp
     how the labs count parameters. On a real device the weights are random
     (seeded), which is all a memory or speed measurement needs.
     """
-    cfg = resolve_config(name_or_config)
+    cfg = copy.deepcopy(resolve_config(name_or_config))  # from_config(dtype=...) writes into the config
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LabkitError("build(..., device='cuda') but no CUDA GPU is visible; use device='cpu' or 'meta'")
