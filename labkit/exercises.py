@@ -45,6 +45,40 @@ def _llama3_8b_bf16_gb() -> float:
     return 2 * models.count_params(models.build("llama-3-8b", device="meta")) / 1e9
 
 
+def _e4m3_max() -> float:
+    import torch
+
+    return float(torch.finfo(torch.float8_e4m3fn).max)
+
+
+def _fp16_min_subnormal() -> float:
+    import torch
+
+    return torch.tensor(1, dtype=torch.int16).view(torch.float16).item()  # bit pattern 0...01
+
+
+def _bf16_swallowed() -> float:
+    import torch
+
+    one = torch.tensor(1.0, dtype=torch.bfloat16)
+    return max(2.0**-k for k in range(1, 30) if (one + torch.tensor(2.0**-k, dtype=torch.bfloat16)).item() == 1.0)
+
+
+def _scale_after_overflows() -> float:
+    """torch.amp.GradScaler with defaults: 3 overflowing steps, then 2000 clean ones."""
+    import torch
+
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([w], lr=0.0)
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(torch.tensor(1.0))
+    for step in range(3 + 2000):
+        w.grad = torch.tensor([float("inf") if step < 3 else 1.0])
+        scaler.step(opt)
+        scaler.update()
+    return scaler.get_scale()
+
+
 EXERCISES: dict[str, Exercise] = {
     "00.fp16_max": Exercise("largest finite fp16 value", _fp16_max, 0.0,
                             "the largest exponent field that is not all ones is 30: 2^(30-15) x (2 - 2^-10)"),
@@ -54,6 +88,16 @@ EXERCISES: dict[str, Exercise] = {
                                      "per layer: 4 h^2 (attention) + 3 h i (MLP) + 2 h (norms); plus 2 V h + h"),
     "00.llama3_8b_bf16_gb": Exercise("size in GB (1e9 bytes) of Llama-3-8B's weights in bf16",
                                      _llama3_8b_bf16_gb, 0.01, "2 bytes per parameter; count on `meta`"),
+    "02.e4m3_max": Exercise("largest finite fp8 e4m3fn value", _e4m3_max, 0.0,
+                            "e4m3fn has no inf: only exponent 1111 with mantissa 111 is NaN, so the top "
+                            "exponent field (15, bias 7) still holds numbers -- all but the all-ones mantissa"),
+    "02.fp16_min_subnormal": Exercise("smallest positive fp16 value", _fp16_min_subnormal, 0.0,
+                                      "exponent field 0, mantissa 0...01: 2^(1 - bias - mantissa bits)"),
+    "02.bf16_swallowed": Exercise("largest power of two d with bf16(1 + d) == 1", _bf16_swallowed, 0.0,
+                                  "bf16's gap after 1.0 is 2^-7; a tie at half the gap rounds to even (1.0)"),
+    "02.scale_after_overflows": Exercise("GradScaler defaults: the scale after 3 overflowing steps then 2000 "
+                                         "clean steps", _scale_after_overflows, 0.0,
+                                         "each overflow halves 2^16; every 2000 consecutive clean steps double it"),
 }
 
 
@@ -75,3 +119,183 @@ def check(name: str, answer) -> bool:
     else:
         print(f"[ ] {name}: not yet ({answer:g}). Hint: {ex.hint}")
     return ok
+
+
+# ---------------------------------------------------------------------------
+# Lab 03: gradient checkpointing
+# ---------------------------------------------------------------------------
+def _saved_bytes_8_layers_every4() -> float:
+    import torch
+
+    from . import checkpointing, memory, models
+
+    cfg = models.config("lab-tiny", num_hidden_layers=8)
+    model = models.build(cfg, device="cpu", seed=0).train()
+    ids = torch.randint(0, cfg.vocab_size, (2, 128), generator=torch.Generator().manual_seed(0))
+    checkpointing.apply_checkpointing(model, every=4)
+    return float(memory.saved_activation_bytes(model, ids, use_cache=False))
+
+
+def _recompute_flops_fraction_1b() -> float:
+    from . import models
+
+    model = models.build("llama-3.2-1b", device="meta")
+    layers = sum(p.numel() for p in model.model.layers.parameters())
+    head = model.config.vocab_size * model.config.hidden_size
+    return layers / (3 * (layers + head))      # one extra forward of the layers over (forward + 2 x forward)
+
+
+def _checkpointing_saves_7b_gb() -> float:
+    from . import memory
+
+    plain, ckpt = (memory.estimate("llama-2-7b", batch_size=1, seq_len=4096, precision="bf16-mixed",
+                                   gradient_checkpointing=gc) for gc in (False, True))
+    return (plain.activations - ckpt.activations) / 1e9
+
+
+EXERCISES.update({
+    "03.saved_bytes_8_layers_every4": Exercise(
+        "bytes saved by the 8-layer lab-tiny-shaped model, batch 2 x 128, with every=4", _saved_bytes_8_layers_every4,
+        0.01, "from the 4-layer table: A - B = (none - every=1) / 4 per checkpointed layer; outside the layers = "
+              "none - 4 A; then 8 layers with 2 checkpointed keep outside + 6 A + 2 B"),
+    "03.recompute_flops_fraction_1b": Exercise(
+        "extra matmul FLOPs from checkpointing every layer of Llama-3.2-1B, as a fraction of forward + backward",
+        _recompute_flops_fraction_1b, 0.02,
+        "count parameters on `meta`: layers L, head V x h; the step costs 3 x (L + head), the recompute adds L"),
+    "03.checkpointing_saves_7b_gb": Exercise(
+        "GB of activations removed by checkpointing, Llama-2-7B, batch 1 x 4096, bf16-mixed (estimator)",
+        _checkpointing_saves_7b_gb, 0.01, "memory.estimate(..., gradient_checkpointing=False) minus =True, activations"),
+    "03.grad_accum_steps": Exercise(
+        "grad_accum for an effective batch of 48 with micro-batches of 3 on 2 data-parallel GPUs",
+        lambda: 48 / (3 * 2), 0.0, "effective batch = micro-batch x grad_accum x number of GPUs"),
+})
+
+
+# ----------------------------------------------------------------------- lab 05: quantization and QLoRA
+def _int8_absmax_max_error() -> float:
+    return 2.54 / (2 * 127)        # half a step; a step is absmax / 127
+
+
+def _nf4_level_14() -> float:
+    import bitsandbytes.functional as bnbf
+
+    return float(bnbf.get_4bit_type("nf4", device="cpu")[14])
+
+
+def _nf4_dq_bits_blocksize_128() -> float:
+    return 4 + 8 / 128 + 32 / (128 * 256)
+
+
+def _llama2_7b_nf4_gb() -> float:
+    import torch
+
+    from . import models
+
+    model = models.build("llama-2-7b", device="meta")
+    linear = sum(m.weight.numel() for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear))
+    rest = models.count_params(model) - linear
+    return (linear // 2 + 4 * (linear // 64) + 2 * rest) / 1e9
+
+
+EXERCISES.update({
+    "05.int8_absmax_max_error": Exercise(
+        "largest rounding error of per-tensor absmax int8 on a tensor whose largest magnitude is 2.54",
+        _int8_absmax_max_error, 1e-9, "one int8 step is absmax / 127; rounding is off by at most half a step"),
+    "05.nf4_level_14": Exercise(
+        "the second-largest NF4 level (index 14), from the normal quantiles", _nf4_level_14, 1e-6,
+        "Phi^-1 at the second of linspace(0.9677083, 0.5, 9), divided by Phi^-1(0.9677083)"),
+    "05.nf4_dq_bits_blocksize_128": Exercise(
+        "bits per parameter of NF4 with blocks of 128 and double-quantized absmax (8-bit, blocks of 256)",
+        _nf4_dq_bits_blocksize_128, 1e-9, "4 bits of code + 8 bits per block + 32 bits per 256 blocks"),
+    "05.llama2_7b_nf4_gb": Exercise(
+        "GB (1e9 bytes) of Llama-2-7B with its decoder linear layers in NF4 (blocks of 64, fp32 absmax, no double "
+        "quantization) and everything else in bf16", _llama2_7b_nf4_gb, 0.001,
+        "count the decoder nn.Linear weights on `meta`: 0.5 byte + 4 bytes / 64 each; the rest 2 bytes each"),
+})
+
+
+# ----------------------------------------------------------------------- lab 04: LoRA from scratch
+def _lora_trainable(name: str, r: int, targets) -> int:
+    from . import lora, models
+
+    model = lora.inject_lora(models.build(name, device="meta"), r=r, alpha=2 * r, target_modules=targets)
+    return models.count_params(model, trainable_only=True)
+
+
+def _zero_init_grad_sum() -> float:
+    import torch
+
+    from . import lora
+
+    layer = lora.LoRALinear(torch.nn.Linear(8, 4), r=2, alpha=4)
+    with torch.no_grad():
+        layer.lora_A.zero_()
+    layer(torch.randn(3, 8)).square().sum().backward()
+    return float(layer.lora_A.grad.abs().sum() + layer.lora_B.grad.abs().sum())
+
+
+EXERCISES.update({
+    "04.llama2_7b_qv_r16_params": Exercise(
+        "trainable parameters of LoRA r=16 on q_proj and v_proj of Llama-2-7B",
+        lambda: float(_lora_trainable("llama-2-7b", 16, ("q_proj", "v_proj"))), 0.0,
+        "per layer and matrix r x (d_in + d_out); 32 layers, q and v are 4096 -> 4096"),
+    "04.llama3_8b_all_linear_r8_params": Exercise(
+        "trainable parameters of LoRA r=8 on every linear layer of Llama-3-8B's blocks",
+        lambda: float(_lora_trainable("llama-3-8b", 8, "all-linear")), 0.0,
+        "r x (d_in + d_out) for q, k, v, o, gate, up, down; k and v are 4096 -> 1024, the MLP 4096 <-> 14336; "
+        "the LM head is not adapted"),
+    "04.adamw_bytes_llama2_7b_qv_r16": Exercise(
+        "bytes of AdamW state (two fp32 moments) for LoRA r=16 on q,v of Llama-2-7B",
+        lambda: 8.0 * _lora_trainable("llama-2-7b", 16, ("q_proj", "v_proj")), 0.0,
+        "exp_avg and exp_avg_sq: 2 x 4 bytes per trainable parameter"),
+    "04.qwen25_7b_qv_r8_bf16_mb": Exercise(
+        "MB (1e6 bytes) of the tensors of a bf16 LoRA r=8 adapter on q,v of Qwen2.5-7B",
+        lambda: 2 * _lora_trainable("qwen2.5-7b", 8, ("q_proj", "v_proj")) / 1e6, 0.01,
+        "28 layers x r x ((3584 + 3584) + (3584 + 512)) parameters, 2 bytes each"),
+    "04.zero_init_grad_sum": Exercise(
+        "sum of |grad A| + |grad B| after one backward pass when both A and B start at zero",
+        _zero_init_grad_sum, 0.0, "dL/dB needs A x, dL/dA needs B: with both zero, both are zero"),
+})
+
+
+# ---------------------------------------------------------------------------
+# Lab 01: memory estimation
+# ---------------------------------------------------------------------------
+def _lab_small_bytes_per_token_layer() -> float:
+    """Measured, not from a formula: saved bytes of a 2-layer minus a 1-layer lab-small, per token."""
+    import torch
+
+    from . import memory, models
+
+    def saved(layers):
+        cfg = models.config("lab-small", num_hidden_layers=layers)
+        model = models.build(cfg, device="cpu", seed=0).train()
+        return memory.saved_activation_bytes(model, torch.zeros(2, 16, dtype=torch.long))
+
+    return (saved(2) - saved(1)) / (2 * 16)
+
+
+def _llama2_13b_states_gb() -> float:
+    from . import memory
+
+    e = memory.estimate("llama-2-13b", batch_size=1, seq_len=1, precision="bf16-mixed")
+    return (e.weights + e.gradients + e.optimizer) / 1e9
+
+
+def _llama3_8b_kv_bytes() -> float:
+    from . import memory, models
+
+    return float(memory.kv_cache_bytes(models.config("llama-3-8b"), batch_size=8, seq_len=8192, dtype="bf16"))
+
+
+EXERCISES.update({
+    "01.lab_small_bytes_per_token_layer": Exercise(
+        "bytes of activations saved per token per decoder layer of lab-small (fp32, sdpa)",
+        _lab_small_bytes_per_token_layer, 0.0, "4 x (8h + 2kd + a + 2 + 4i) with h=512, i=1536, a=k=8, d=64"),
+    "01.llama2_13b_states_gb": Exercise(
+        "weights + gradients + AdamW states of Llama-2-13B in bf16-mixed, in GB (1e9 bytes)",
+        _llama2_13b_states_gb, 0.001, "16 bytes per parameter; count the parameters on `meta`"),
+    "01.llama3_8b_kv_bytes": Exercise(
+        "KV cache of Llama-3-8B, batch 8 x 8192 tokens, bf16, in bytes",
+        _llama3_8b_kv_bytes, 0.0, "2 (K and V) x 32 layers x batch x seq x 8 KV heads x 128 x 2 bytes"),
+})
