@@ -1,0 +1,495 @@
+"""Quantization from scratch: absmax int8, LLM.int8(), NF4, double quantization, a 4-bit linear layer.
+
+Lab 05 builds each piece in the notebook and checks it against this module and
+against `bitsandbytes`:
+
+* **absmax int8** -- ``q = round(127 * x / absmax(x))``, one scale per tensor
+  or one per row ("vector-wise");
+* **LLM.int8()** -- vector-wise int8 matmul, except that the input columns
+  holding a value of magnitude >= 6.0 (the "outlier features") are multiplied
+  in 16-bit (Dettmers et al. 2022);
+* **NF4** -- 16 levels at quantiles of a normal distribution, one fp32 absmax
+  per block of 64 weights, two 4-bit codes per byte (Dettmers et al. 2023);
+  bit-identical to ``bitsandbytes.functional.quantize_4bit(..., quant_type="nf4")``;
+* **double quantization** -- the fp32 absmax constants themselves quantized to
+  8 bits in blocks of 256 (bitsandbytes' ``compress_statistics=True``):
+  4.5 -> ~4.127 bits per parameter;
+* **Linear4bit** -- a frozen linear layer that stores the packed NF4 codes and
+  dequantizes them to the compute dtype in every forward *and* backward, so
+  no 16-bit copy of the weight is ever kept (QLoRA's base model);
+* **quantize_model** -- swap a model's linear layers for labkit's or
+  bitsandbytes' 4-bit layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import LabkitError
+
+INT8_MAX = 127
+LLM_INT8_THRESHOLD = 6.0
+NF4_BLOCKSIZE = 64
+DQ_BLOCKSIZE = 256
+# The QLoRA paper's offset 1/2 (1 - 1/(2*15) + 1 - 1/(2*16)) = 0.96770833..., rounded to
+# 7 digits as bitsandbytes generated its table (the rounded value reproduces it bit for bit).
+NF4_OFFSET = 0.9677083
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _check_float(x: torch.Tensor, what: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise LabkitError(f"{what} needs a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise LabkitError(f"{what} needs a float32, bfloat16 or float16 tensor, got {x.dtype}")
+
+
+# ---------------------------------------------------------------------------
+# absmax int8: per tensor and vector-wise
+# ---------------------------------------------------------------------------
+def absmax_quantize(x: torch.Tensor, dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8: ``q = round(x * 127 / absmax)``. Returns ``(q int8, absmax float32)``.
+
+    ``dim=None``: one absmax for the whole tensor. ``dim=-1``: one per row
+    ("vector-wise", what ``bitsandbytes.functional.int8_vectorwise_quant``
+    computes; absmax keeps the reduced dimension, so it broadcasts back).
+    """
+    _check_float(x, "absmax_quantize")
+    if dim is None:
+        absmax = x.abs().amax().float()
+    else:
+        absmax = x.abs().amax(dim=dim, keepdim=True).float()
+    scale = torch.where(absmax > 0, INT8_MAX / absmax, torch.zeros_like(absmax))
+    q = torch.round(x * scale).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
+    return q, absmax
+
+
+def absmax_dequantize(q: torch.Tensor, absmax: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Undo `absmax_quantize`: ``q * absmax / 127``."""
+    return (q.float() * (absmax / INT8_MAX)).to(dtype)
+
+
+def int8_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w.T`` with both operands vector-wise int8 (a scale per row of x, one per row of w).
+
+    The integer products are accumulated exactly (int32 on an int8 tensor
+    core; here in float64, which is exact for these sizes) and rescaled once:
+    ``out[i, j] = acc[i, j] * absmax_x[i] * absmax_w[j] / 127^2``.
+    """
+    _check_float(x, "int8_matmul")
+    _check_float(w, "int8_matmul")
+    shape = x.shape
+    x2 = x.reshape(-1, shape[-1])
+    qx, sx = absmax_quantize(x2, dim=-1)
+    qw, sw = absmax_quantize(w, dim=-1)
+    acc = qx.double() @ qw.double().T
+    out = acc * (sx.double() * sw.double().T) / INT8_MAX**2
+    return out.to(x.dtype).reshape(*shape[:-1], w.shape[0])
+
+
+def outlier_columns(x: torch.Tensor, threshold: float = LLM_INT8_THRESHOLD) -> torch.Tensor:
+    """Indices of the feature columns (last dim) where any value has magnitude >= threshold."""
+    x2 = x.reshape(-1, x.shape[-1])
+    return torch.nonzero((x2.abs() >= threshold).any(dim=0)).flatten()
+
+
+def llm_int8_matmul(x: torch.Tensor, w: torch.Tensor, threshold: float = LLM_INT8_THRESHOLD,
+                    return_outliers: bool = False):
+    """LLM.int8(): ``x @ w.T`` as an int8 matmul plus a 16-bit matmul over the outlier columns.
+
+    1. outlier columns ``O``: input features where some value has ``|x| >= threshold``;
+    2. the rest, ``x[:, ~O] @ w[:, ~O].T``, runs vector-wise in int8. As in
+       bitsandbytes, each row's absmax is taken after the outlier *values* are
+       removed, so it is below the threshold;
+    3. ``x[:, O] @ w[:, O].T`` runs in x's dtype (a handful of columns);
+    4. the two add up.
+    """
+    _check_float(x, "llm_int8_matmul")
+    shape = x.shape
+    x2 = x.reshape(-1, shape[-1])
+    cols = outlier_columns(x2, threshold)
+    regular = x2.masked_fill(x2.abs() >= threshold, 0)      # row scales without the outlier values
+    qx, sx = absmax_quantize(regular, dim=-1)
+    qx[:, cols] = 0                                         # whole outlier columns leave the int8 part
+    qw, sw = absmax_quantize(w, dim=-1)
+    acc = qx.double() @ qw.double().T
+    out = acc * (sx.double() * sw.double().T) / INT8_MAX**2
+    out = out.to(x.dtype) + x2[:, cols] @ w[:, cols].to(x.dtype).T
+    out = out.reshape(*shape[:-1], w.shape[0])
+    return (out, cols) if return_outliers else out
+
+
+# ---------------------------------------------------------------------------
+# NF4: NormalFloat levels, blockwise absmax, two codes per byte
+# ---------------------------------------------------------------------------
+def normal_float_levels(offset: float = NF4_OFFSET) -> torch.Tensor:
+    """The 16 NF4 levels: normal quantiles, normalised to [-1, 1], with an exact zero.
+
+    8 positive levels at the quantiles ``linspace(offset, 0.5, 9)[:-1]`` and 7
+    negative ones at ``linspace(offset, 0.5, 8)[:-1]`` (mirrored), plus 0: an
+    asymmetric type, so that zero is exact and all 16 codes are used. Computed
+    the way bitsandbytes generated its table (float32 quantile points, float64
+    inverse normal CDF, float32 result divided by its maximum).
+    """
+    ppf = lambda p: torch.special.ndtri(p.double())  # noqa: E731 -- inverse normal CDF
+    positive = ppf(torch.linspace(offset, 0.5, 9)[:-1])
+    negative = -ppf(torch.linspace(offset, 0.5, 8)[:-1])
+    levels = torch.cat([negative, torch.zeros(1, dtype=torch.float64), positive]).float()
+    levels = levels.sort().values
+    return levels / levels.max()
+
+
+NF4_LEVELS = normal_float_levels()
+_NF4_PAIRS = torch.stack([NF4_LEVELS[torch.arange(256) >> 4], NF4_LEVELS[torch.arange(256) & 15]], dim=1)
+
+
+def _check_blocks(numel: int, blocksize: int, what: str) -> None:
+    if not isinstance(blocksize, int) or isinstance(blocksize, bool) or blocksize < 2 or blocksize % 2:
+        raise LabkitError(f"blocksize must be a positive even integer, got {blocksize!r}")
+    if numel == 0 or numel % blocksize:
+        raise LabkitError(f"cannot {what} a tensor of {numel:,} values in blocks of {blocksize}: "
+                          f"{numel:,} is not a multiple of {blocksize}; pad it or pick a block size that divides it")
+
+
+def pack_4bit(codes: torch.Tensor) -> torch.Tensor:
+    """Two 4-bit codes per byte: the first of each pair in the HIGH nibble."""
+    codes = codes.reshape(-1).to(torch.uint8)
+    return (codes[0::2] << 4) | codes[1::2]
+
+
+def unpack_4bit(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of `pack_4bit`: a flat tensor of codes 0..15 (int64, ready to index)."""
+    packed = packed.reshape(-1)
+    return torch.stack([packed >> 4, packed & 0x0F], dim=1).reshape(-1).long()
+
+
+def nf4_quantize(w: torch.Tensor, blocksize: int = NF4_BLOCKSIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """NF4-quantize ``w``: returns ``(packed uint8 of numel/2, absmax float32 of numel/blocksize)``.
+
+    Blocks are consecutive ``blocksize`` values of the flattened tensor. In
+    each block: ``absmax``, ``x / absmax`` in [-1, 1], the nearest NF4 level
+    (an exact midpoint goes to the lower level), codes packed two per byte.
+    Bit-identical to bitsandbytes (whose packed tensor is shaped (numel/2, 1)).
+    """
+    _check_float(w, "nf4_quantize")
+    _check_blocks(w.numel(), blocksize, "NF4-quantize")
+    blocks = w.reshape(-1, blocksize).float()
+    absmax = blocks.abs().amax(dim=1)
+    scaled = torch.clamp(blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1), -1, 1)
+    midpoints = (NF4_LEVELS[:-1] + NF4_LEVELS[1:]) / 2
+    codes = torch.bucketize(scaled.reshape(-1), midpoints.to(w.device))   # x == midpoint -> lower code
+    return pack_4bit(codes), absmax
+
+
+def nf4_dequantize(packed: torch.Tensor, absmax: torch.Tensor, shape, blocksize: int = NF4_BLOCKSIZE,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Undo `nf4_quantize`: ``level[code] * absmax`` in float32, then cast to ``dtype``."""
+    shape = torch.Size(shape)
+    _check_blocks(shape.numel(), blocksize, "NF4-dequantize")
+    if packed.numel() * 2 != shape.numel() or absmax.numel() * blocksize != shape.numel():
+        raise LabkitError(f"packed ({packed.numel():,} bytes) and absmax ({absmax.numel():,} blocks) "
+                          f"do not describe a tensor of shape {tuple(shape)} in blocks of {blocksize}")
+    # one lookup per byte: entry b of the table holds (level[b >> 4], level[b & 15])
+    values = _NF4_PAIRS.to(packed.device).index_select(0, packed.reshape(-1).long()).view(-1, blocksize)
+    return (values * absmax.float().view(-1, 1)).to(dtype).reshape(shape)
+
+
+# ---------------------------------------------------------------------------
+# Double quantization: the absmax constants in 8 bits
+# ---------------------------------------------------------------------------
+def dynamic_map(max_exponent_bits: int = 7, total_bits: int = 8) -> torch.Tensor:
+    """bitsandbytes' signed 8-bit "dynamic tree" code: 256 sorted values in [-1, 1].
+
+    Each value is ``+-10^e * m``: a decimal exponent e in -6..0 and a fraction
+    m in (0.1, 1). Exponent -6 gets 1 fraction value per sign, exponent 0 gets
+    64: dense near 0, coarse near 1, like a float, with 0 and 1 exact
+    (Dettmers 2016, "8-bit approximations for parallelism in deep learning").
+    """
+    values = []
+    for i in range(max_exponent_bits):
+        items = 2 ** (i + total_bits - 1 - max_exponent_bits) + 1
+        edges = torch.linspace(0.1, 1, items, dtype=torch.float32)
+        means = (edges[:-1] + edges[1:]) / 2.0            # fraction values: bin centres in (0.1, 1)
+        scale = 10 ** (-(max_exponent_bits - 1) + i)
+        values += (scale * means).tolist() + (-scale * means).tolist()
+    values += [0.0, 1.0]
+    values += [0.0] * (2**total_bits - len(values))
+    return torch.tensor(sorted(values), dtype=torch.float32)
+
+
+DYNAMIC_MAP = dynamic_map()
+
+
+def blockwise_quantize(x: torch.Tensor, code: torch.Tensor = DYNAMIC_MAP,
+                       blocksize: int = DQ_BLOCKSIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """8-bit blockwise quantization with a code book: ``(uint8 indices, absmax per block)``.
+
+    Each value is divided by its block's absmax and mapped to the nearest code
+    value (a tie goes to the lower one). A last, shorter block is allowed: the
+    number of blocks of a weight matrix rarely divides by 256.
+    """
+    _check_float(x, "blockwise_quantize")
+    flat = x.reshape(-1).float()
+    n = flat.numel()
+    n_blocks = -(-n // blocksize)
+    padded = F.pad(flat, (0, n_blocks * blocksize - n)).view(n_blocks, blocksize)
+    absmax = padded.abs().amax(dim=1)
+    normed = (padded / absmax.clamp(min=1e-38).unsqueeze(1)).reshape(-1)[:n]
+    code = code.to(x.device)
+    right = torch.searchsorted(code, normed).clamp(1, code.numel() - 1)   # first code >= value
+    left = right - 1
+    pick_right = (code[right] - normed).abs() < (normed - code[left]).abs()
+    return torch.where(pick_right, right, left).to(torch.uint8).reshape(x.shape), absmax
+
+
+def blockwise_dequantize(q: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor = DYNAMIC_MAP,
+                         blocksize: int = DQ_BLOCKSIZE) -> torch.Tensor:
+    """Undo `blockwise_quantize` (float32)."""
+    values = code.to(q.device)[q.reshape(-1).long()]
+    scale = absmax.repeat_interleave(blocksize)[: values.numel()]
+    return (values * scale).reshape(q.shape)
+
+
+@dataclass
+class DoubleQuant:
+    """Quantized absmax constants: ``absmax ~ code[codes] * absmax2[block] + offset``."""
+
+    codes: torch.Tensor     # uint8, one per first-level block
+    absmax2: torch.Tensor   # float32, one per block of `blocksize` constants
+    offset: torch.Tensor    # float32 scalar: the mean, subtracted first (absmax is all positive)
+    blocksize: int = DQ_BLOCKSIZE
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.numel() + 4 * self.absmax2.numel() + 4
+
+
+def double_quantize(absmax: torch.Tensor, blocksize: int = DQ_BLOCKSIZE) -> DoubleQuant:
+    """Quantize NF4's fp32 absmax constants to 8 bits (bitsandbytes' ``compress_statistics=True``).
+
+    The constants are all positive, so their mean is subtracted first to use
+    both halves of the signed 8-bit code; then blockwise dynamic 8-bit.
+    """
+    if absmax.dtype != torch.float32:
+        raise LabkitError(f"double_quantize expects the float32 absmax of nf4_quantize, got {absmax.dtype}")
+    offset = absmax.mean()
+    codes, absmax2 = blockwise_quantize(absmax - offset, DYNAMIC_MAP, blocksize)
+    return DoubleQuant(codes, absmax2, offset, blocksize)
+
+
+def double_dequantize(dq: DoubleQuant) -> torch.Tensor:
+    """The float32 absmax constants back (approximately) from a `DoubleQuant`."""
+    return blockwise_dequantize(dq.codes, dq.absmax2, DYNAMIC_MAP, dq.blocksize) + dq.offset
+
+
+def bits_per_param(blocksize: int = NF4_BLOCKSIZE, double_quant: bool = False,
+                   dq_blocksize: int = DQ_BLOCKSIZE, code_bits: int = 4) -> float:
+    """Storage per weight: ``4 + 32/64 = 4.5`` bits; with double quantization
+    ``4 + 8/64 + 32/(64*256) = 4.127`` (the per-tensor offset is negligible)."""
+    if not double_quant:
+        return code_bits + 32 / blocksize
+    return code_bits + 8 / blocksize + 32 / (blocksize * dq_blocksize)
+
+
+def nf4_nbytes(numel: int, blocksize: int = NF4_BLOCKSIZE, double_quant: bool = False,
+               dq_blocksize: int = DQ_BLOCKSIZE) -> int:
+    """Exact bytes of one NF4 tensor: packed codes + absmax (+ second-level constants and offset)."""
+    _check_blocks(numel, blocksize, "size")
+    blocks = numel // blocksize
+    if not double_quant:
+        return numel // 2 + 4 * blocks
+    return numel // 2 + blocks + 4 * -(-blocks // dq_blocksize) + 4
+
+
+# ---------------------------------------------------------------------------
+# A 4-bit linear layer (QLoRA's frozen base)
+# ---------------------------------------------------------------------------
+class _NF4Linear(torch.autograd.Function):
+    """``y = x @ W.T + b`` where W exists only during the call.
+
+    Forward and backward each dequantize W from its 4-bit codes; nothing of W
+    is saved for backward. (A plain ``F.linear(x, dequantize(...))`` would let
+    autograd keep the 16-bit W of every layer until backward: the memory
+    QLoRA exists to save.) The weight and bias are frozen; x gets a gradient,
+    so LoRA adapters in *earlier* layers still learn.
+    """
+
+    @staticmethod
+    def forward(ctx, x, layer, bias):
+        ctx.layer = layer
+        ctx.has_bias_grad = bias is not None and bias.requires_grad
+        return F.linear(x, layer.dequantize(x.dtype), bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_x = grad_out @ ctx.layer.dequantize(grad_out.dtype) if ctx.needs_input_grad[0] else None
+        grad_b = grad_out.reshape(-1, grad_out.shape[-1]).sum(0) if ctx.has_bias_grad else None
+        return grad_x, None, grad_b
+
+
+class Linear4bit(nn.Module):
+    """A frozen linear layer stored as NF4 (+ optional double-quantized absmax).
+
+    ``forward(x)`` casts x to ``compute_dtype`` (None: keep x's dtype, as
+    bitsandbytes does for fp32/bf16 inputs), dequantizes W to that dtype,
+    multiplies, and casts the result back to x's dtype -- the same steps as
+    ``bitsandbytes.nn.Linear4bit`` on CPU, so the outputs are bit-identical.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 compute_dtype: torch.dtype | None = None, blocksize: int = NF4_BLOCKSIZE,
+                 double_quant: bool = False, device=None):
+        super().__init__()
+        _check_blocks(in_features * out_features, blocksize, "NF4-quantize")
+        self.in_features, self.out_features = in_features, out_features
+        self.compute_dtype, self.blocksize, self.double_quant = compute_dtype, blocksize, double_quant
+        n = in_features * out_features
+        self.register_buffer("packed", torch.zeros(n // 2, dtype=torch.uint8, device=device))
+        if double_quant:
+            n_blocks = n // blocksize
+            self.register_buffer("absmax_codes", torch.zeros(n_blocks, dtype=torch.uint8, device=device))
+            self.register_buffer("absmax2", torch.zeros(-(-n_blocks // DQ_BLOCKSIZE), device=device))
+            self.register_buffer("absmax_offset", torch.zeros((), device=device))
+        else:
+            self.register_buffer("absmax", torch.zeros(n // blocksize, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device), requires_grad=False) if bias else None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, *, compute_dtype: torch.dtype | None = None,
+                    blocksize: int = NF4_BLOCKSIZE, double_quant: bool = False) -> "Linear4bit":
+        """Quantize an ``nn.Linear`` (its weight is not kept)."""
+        w = linear.weight.detach()
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    compute_dtype=compute_dtype, blocksize=blocksize, double_quant=double_quant,
+                    device=w.device)
+        layer.quantize_(w)
+        if linear.bias is not None:
+            layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        return layer
+
+    @torch.no_grad()
+    def quantize_(self, weight: torch.Tensor) -> "Linear4bit":
+        if tuple(weight.shape) != (self.out_features, self.in_features):
+            raise LabkitError(f"weight of shape {tuple(weight.shape)} does not fit a "
+                              f"{self.in_features} -> {self.out_features} layer")
+        packed, absmax = nf4_quantize(weight, self.blocksize)
+        self.packed.copy_(packed)
+        if self.double_quant:
+            dq = double_quantize(absmax)
+            self.absmax_codes.copy_(dq.codes)
+            self.absmax2.copy_(dq.absmax2)
+            self.absmax_offset.copy_(dq.offset)
+        else:
+            self.absmax.copy_(absmax)
+        return self
+
+    def block_absmax(self) -> torch.Tensor:
+        """The fp32 absmax of each block (dequantized first with double quantization)."""
+        if self.double_quant:
+            return double_dequantize(DoubleQuant(self.absmax_codes, self.absmax2, self.absmax_offset))
+        return self.absmax
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight as a dense ``(out_features, in_features)`` tensor of ``dtype``."""
+        return nf4_dequantize(self.packed, self.block_absmax(), (self.out_features, self.in_features),
+                              self.blocksize, dtype)
+
+    @property
+    def weight_nbytes(self) -> int:
+        """Bytes the quantized weight occupies (codes + constants), bias excluded."""
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.to(self.compute_dtype or dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return _NF4Linear.apply(x, self, bias).to(dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"nf4 blocksize={self.blocksize}, double_quant={self.double_quant}, compute_dtype={self.compute_dtype}")
+
+
+def _bnb_linear4bit(linear: nn.Linear, compute_dtype, double_quant: bool, blocksize: int):
+    """``bitsandbytes.nn.Linear4bit`` (NF4) holding ``linear``'s weight, quantized on its device."""
+    import bitsandbytes as bnb
+
+    w = linear.weight.detach()
+    layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                              compute_dtype=compute_dtype, compress_statistics=double_quant,
+                              quant_type="nf4", device="meta")
+    layer.weight = bnb.nn.Params4bit(w, requires_grad=False, blocksize=blocksize, compress_statistics=double_quant,
+                                     quant_type="nf4", module=layer).to(w.device)   # .to() quantizes
+    if linear.bias is not None:
+        layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+    return layer
+
+
+BACKENDS = ("labkit", "bnb")
+
+
+def quantize_model(model: nn.Module, *, backend: str = "labkit", compute_dtype: torch.dtype | None = torch.bfloat16,
+                   double_quant: bool = False, blocksize: int = NF4_BLOCKSIZE, skip=("lm_head",)) -> nn.Module:
+    """Replace every ``nn.Linear`` (except the names in ``skip``) with a 4-bit NF4 layer, in place.
+
+    ``backend="labkit"``: `Linear4bit`; ``"bnb"``: ``bitsandbytes.nn.Linear4bit``.
+    Embeddings, norms and the output head stay as they are, as in QLoRA. Each
+    original weight is freed as soon as its layer is quantized, so the peak is
+    one layer above the starting size. The 4-bit layers are frozen; other
+    parameters keep their ``requires_grad``, so LoRA adapters injected *before*
+    quantizing (``inject_lora`` wraps each frozen ``nn.Linear`` as ``.base``)
+    keep training while their bases become 4-bit. Returns the model.
+    """
+    if backend not in BACKENDS:
+        raise LabkitError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "bnb":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise LabkitError("backend='bnb' needs bitsandbytes (pip install bitsandbytes)") from None
+    targets = [name for name, mod in model.named_modules()
+               if type(mod) is nn.Linear and name.split(".")[-1] not in skip]
+    if not targets:
+        raise LabkitError("the model has no nn.Linear layers to quantize (already quantized?)")
+    for name in targets:          # names, not modules: each 16-bit weight is freed once replaced
+        linear = model.get_submodule(name)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if backend == "labkit":
+            new = Linear4bit.from_linear(linear, compute_dtype=compute_dtype, blocksize=blocksize,
+                                         double_quant=double_quant)
+        else:
+            new = _bnb_linear4bit(linear, compute_dtype, double_quant, blocksize)
+        setattr(parent, child, new)
+        del linear
+    return model
+
+
+def cast_frozen(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast every frozen floating-point parameter to ``dtype``; trainable ones (LoRA
+    adapters) keep theirs -- peft likewise keeps adapters in fp32 on a 16-bit base.
+    Buffers (4-bit codes, absmax, rotary frequencies) are left alone."""
+    for p in model.parameters():
+        if not p.requires_grad and p.is_floating_point():
+            p.data = p.data.to(dtype)
+    return model
+
+
+def model_nbytes(model: nn.Module) -> int:
+    """Bytes of all parameters and buffers (packed 4-bit codes and constants included)."""
+    total = 0
+    seen = set()
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+        state = getattr(t, "quant_state", None)   # bitsandbytes keeps absmax outside the parameter
+        if state is not None:
+            total += state.absmax.numel() * state.absmax.element_size()
+            if state.nested:
+                total += state.state2.absmax.numel() * state.state2.absmax.element_size() + 4
+    return total
