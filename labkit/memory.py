@@ -53,11 +53,11 @@ from itertools import count
 import torch
 
 from .errors import LabkitError
+from .train import PRECISIONS, autocast  # one definition of the precision modes, shared with the training loop
 
 GB = 1e9
 MiB = 2**20
 
-PRECISIONS = ("fp32", "fp16-mixed", "bf16-mixed", "bf16")
 OPTIMIZERS = ("adamw", "adamw-8bit", "sgd", "sgd-momentum")
 QUANTIZATIONS = (None, "int8", "nf4")
 ATTENTIONS = ("sdpa", "eager")
@@ -1121,13 +1121,6 @@ def live_peak_bytes(fn, *args, **kwargs) -> int:
     return tracker.peak
 
 
-def _autocast(precision: str, device_type: str):
-    dtype = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=dtype)
-
-
 def make_optimizer(params, name: str = "adamw", lr: float = 1e-4):
     """The optimizers the estimator knows, with torch's defaults (AdamW: foreach on CUDA)."""
     params = [p for p in params if p.requires_grad]
@@ -1150,7 +1143,7 @@ def training_step(model, batch: dict, optimizer, precision: str = "bf16-mixed", 
     """One step the way the estimator assumes it: grads set to None, forward under autocast, backward, step."""
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["input_ids"].device.type
-    with _autocast(precision, device_type):
+    with autocast(device_type, precision):
         loss = model(**batch).loss
     if scaler is not None:
         scaler.scale(loss).backward()

@@ -310,7 +310,7 @@ def calibrate(device: str = "cuda") -> dict:
             model = get_peft_model(model, LoraConfig(r=lora, target_modules=list(TARGETS)))
         model.train()
         ids = torch.randint(0, cfg.vocab_size, (b, s), device=device)
-        with memory._autocast(precision, device):
+        with memory.autocast(device, precision):
             saved = memory.saved_activation_bytes(model, ids)
         est = {d: memory.estimate(cfg, batch_size=b, seq_len=s, precision=precision, attn_implementation=attn,
                                   gradient_checkpointing=ckpt, lora_rank=lora, device=d) for d in ("cuda", None)}
@@ -337,7 +337,7 @@ def calibrate(device: str = "cuda") -> dict:
                 seen[ptr] = (makers.get(ptr, "?"), tuple(t.shape), str(t.dtype), t.untyped_storage().nbytes())
             return t
 
-        with Namer(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), memory._autocast(precision, device):
+        with Namer(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), memory.autocast(device, precision):
             out = model(ids, labels=ids)
         del out
         kinds = {}
