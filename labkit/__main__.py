@@ -18,6 +18,10 @@ COMMANDS = {
     "tokenizer": ("labkit.tokenizer", "main", "retrain the lab tokenizer into data/tokenizer"),
     "pretrain": ("labkit.pretrain", "main", "pretrain a lab model on the general corpus"),
     "memory": ("labkit.memory", "main", "estimate training memory of a model"),
+    "forgetting": ("labkit.forgetting", "main", "domain fine-tuning vs general ability, with mitigations (lab 06)"),
+    "fsdp": ("labkit.dist", "main", "single-process vs FSDP training under torchrun (lab 07)"),
+    "cot": ("labkit.prompting", "main", "chain-of-thought strategies on held-out word problems (lab 08)"),
+    "sft": ("labkit.sft", "main", "SFT formats: render an example's loss mask (lab 09)"),
 }
 
 
