@@ -299,3 +299,194 @@ EXERCISES.update({
         "KV cache of Llama-3-8B, batch 8 x 8192 tokens, bf16, in bytes",
         _llama3_8b_kv_bytes, 0.0, "2 (K and V) x 32 layers x batch x seq x 8 KV heads x 128 x 2 bytes"),
 })
+
+
+# ----------------------------------------------------------------------- lab 09: SFT data
+def _dialogue_mask_sum(index: int, last_only: bool) -> float:
+    """From the tokenizer's own {% generation %} mask (independent of labkit.sft.build_labels)."""
+    from . import data
+    from .tokenizer import load_tokenizer
+
+    tok, d = load_tokenizer(), data.load("dialogues", "test")[index]
+    if last_only:  # the final answer's tokens plus its <|end|>
+        return float(len(tok(d["response"], add_special_tokens=False)["input_ids"]) + 1)
+    msgs = [{"role": r, "content": c} for u, a in d["history"] for r, c in (("user", u), ("assistant", a))]
+    msgs += [{"role": "user", "content": d["prompt"]}, {"role": "assistant", "content": d["response"]}]
+    enc = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    return float(sum(enc["assistant_masks"]))
+
+
+def _padding_fraction_64() -> float:
+    from . import data
+    from .tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    lengths = [len(tok.apply_chat_template([{"role": "user", "content": x["prompt"]},
+                                            {"role": "assistant", "content": x["response"]}],
+                                           tokenize=True, return_dict=True)["input_ids"])
+               for x in data.load("instructions", "test")[:64]]
+    batches = [lengths[i:i + 16] for i in range(0, 64, 16)]
+    slots = sum(16 * max(b) for b in batches)
+    return (slots - sum(lengths)) / slots
+
+
+def _jaccard_3gram() -> float:
+    def grams(s):
+        w = s.split()
+        return {tuple(w[i:i + 3]) for i in range(len(w) - 2)}
+    a = grams("the old miller of cadwell sold bread at the market every morning")
+    b = grams("the old miller of cadwell sold cakes at the market every evening")
+    return len(a & b) / len(a | b)
+
+
+EXERCISES.update({
+    "09.loss_tokens_dialogue8": Exercise(
+        "tokens that carry loss in test dialogue 8 (data.load('dialogues', 'test')[8], four turns), every assistant turn trained",
+        lambda: _dialogue_mask_sum(8, False), 0.0,
+        "each assistant turn's content tokens plus its <|end|>; not the '<|assistant|>' header or newlines"),
+    "09.loss_tokens_dialogue8_last": Exercise(
+        "the same dialogue with last_turn_only=True", lambda: _dialogue_mask_sum(8, True), 0.0,
+        "the tokens of the final response, plus one for <|end|>"),
+    "09.padding_fraction_64": Exercise(
+        "fraction of padding slots when the first 64 test instructions (chat template) are batched 16 at a "
+        "time, in order, each batch padded to its longest row", _padding_fraction_64, 1e-6,
+        "slots = sum over batches of 16 x longest; padding = slots - real tokens"),
+    "09.jaccard_3gram": Exercise(
+        "exact Jaccard of the word-3-gram sets of 'the old miller of cadwell sold bread at the market every "
+        "morning' and '... sold cakes at the market every evening'", _jaccard_3gram, 1e-9,
+        "10 trigrams each; a changed word spoils every trigram that contains it"),
+    "09.lsh_candidate_prob": Exercise(
+        "probability that two texts with Jaccard 0.5 become MinHash-LSH candidates with 16 bands of 4 rows",
+        lambda: 1 - (1 - 0.5 ** 4) ** 16, 1e-9, "a band matches with probability J^r; candidates if any band matches"),
+})
+
+
+# ---------------------------------------------------------------------------
+# Lab 08: chain-of-thought prompting
+# ---------------------------------------------------------------------------
+def _wilson_low_30_of_50() -> float:
+    """Invert the score test by bisection (independent of the closed form in labkit.prompting)."""
+    c, n, z = 30, 50, 1.96
+    lo, hi = 0.0, c / n
+    for _ in range(100):
+        m = (lo + hi) / 2
+        if abs(c / n - m) > z * math.sqrt(m * (1 - m) / n):
+            lo = m
+        else:
+            hi = m
+    return (lo + hi) / 2
+
+
+def _apples_cot_prompt_tokens() -> float:
+    from . import data
+    from .tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    text = f"Q: {data.APPLES_PROBLEM['question']}\nA: Let's think step by step."
+    return float(len(tok(tok.bos_token + text, add_special_tokens=False)["input_ids"]))
+
+
+def _max_shots_in_context() -> float:
+    from . import data, prompting
+    from .tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    best = 0
+    for k in range(0, 9):
+        n = len(tok(tok.bos_token + prompting.few_shot_cot(data.APPLES_PROBLEM["question"], k),
+                    add_special_tokens=False)["input_ids"])
+        if n + 128 <= 512:
+            best = k
+    return float(best)
+
+
+EXERCISES.update({
+    "08.wilson_low_30_of_50": Exercise(
+        "lower bound of the 95% Wilson interval for 30 correct of 50", _wilson_low_30_of_50, 1e-3,
+        "(p + z^2/2n - z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n) with p = 0.6, n = 50, z = 1.96"),
+    "08.apples_cot_prompt_tokens": Exercise(
+        "tokens of the zero-shot-CoT stage-1 prompt for the apples problem, with <|bos|>",
+        _apples_cot_prompt_tokens, 0.0, "tok(tok.bos_token + prompting.zero_shot_cot(q), add_special_tokens=False)"),
+    "08.max_shots_in_context": Exercise(
+        "largest k with few_shot_cot(apples, k) + 128 new tokens <= 512 positions", _max_shots_in_context, 0.0,
+        "count the tokens of few_shot_cot(q, k) for k = 0, 1, 2, ... (exemplars have different lengths)"),
+})
+
+
+# ---------------------------------------------------------------------------
+# Lab 07: data parallelism to FSDP (hand formulas, independent of labkit.dist)
+# ---------------------------------------------------------------------------
+def _llama2_7b_params() -> float:
+    from . import models
+
+    return float(models.count_params(models.build("llama-2-7b", device="meta")))
+
+
+EXERCISES.update({
+    "07.zero3_gb_70b_64gpus": Exercise(
+        "GB (1e9 bytes) of model states per GPU for a 70e9-parameter model, ZeRO-3, 64 GPUs, mixed-precision Adam",
+        lambda: 16 * 70e9 / 64 / 1e9, 0.001, "(2 + 2 + 12) bytes per parameter, all of it divided by N"),
+    "07.zero2_gb_llama2_7b_8gpus": Exercise(
+        "GB per GPU of model states for Llama-2-7B under ZeRO-2 on 8 GPUs (K = 12)",
+        lambda: (2 * _llama2_7b_params() + 14 * _llama2_7b_params() / 8) / 1e9, 0.001,
+        "stage 2 keeps the bf16 weights whole (2 bytes) and shards gradients + optimizer (2 + 12 bytes)"),
+    "07.ring_allreduce_sent_gb": Exercise(
+        "GB each of 8 GPUs sends in a ring all-reduce of a 1 GB gradient buffer",
+        lambda: 2 * 7 / 8 * 1.0, 0.001, "reduce-scatter then all-gather: each sends (N-1)/N of the buffer twice"),
+    "07.zero3_seconds_llama2_7b_ib400": Exercise(
+        "seconds of ZeRO-3 communication per step for Llama-2-7B in bf16 on 400 Gbit/s InfiniBand (no overlap)",
+        lambda: 3 * _llama2_7b_params() * 2 * 8 / 400e9, 0.01, "3 x params x 2 bytes x 8 bits / 400e9 bit/s"),
+    "07.bubble_p8_m32": Exercise(
+        "idle (bubble) fraction of an 8-stage pipeline with 32 micro-batches",
+        lambda: 7 / 39, 0.001, "(p - 1) / (m + p - 1)"),
+})
+
+
+# ----------------------------------------------------------------------- lab 06: catastrophic forgetting
+def _mix_general_docs(g: int, d: int) -> float:
+    from . import data
+
+    return float(round(len(data.load("domain", "train")) * g / d))  # general documents per domain document
+
+
+def _mix_token_share(g: int, d: int) -> float:
+    from . import data
+    from .tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    domain = data.load("domain", "train")
+    general = data.load("general", "train")[: round(len(domain) * g / d)]
+    count = lambda docs: sum(len(ids) + 2 for ids in tok(docs, add_special_tokens=False)["input_ids"])  # + bos, eos
+    return count(general) / (count(general) + count(domain))
+
+
+def _ewc_penalty_by_hand() -> float:
+    import torch
+
+    f, delta, lam = torch.tensor([0.5, 2.0, 0.0]), torch.tensor([0.2, -0.1, 3.0]), 100.0
+    return float(lam / 2 * (f * delta**2).sum())
+
+
+def _fisher_by_hand() -> float:
+    import torch
+
+    w = torch.tensor(1.0, requires_grad=True)
+    grads = [torch.autograd.grad((w * x - y) ** 2, w)[0] for x, y in ((1.0, 0.0), (2.0, 1.0))]
+    return float(sum(g**2 for g in grads) / len(grads))
+
+
+EXERCISES.update({
+    "06.mix_general_docs_1_4": Exercise(
+        "general documents that mix() adds to the committed domain training corpus at general:domain 1:4",
+        lambda: _mix_general_docs(1, 4), 0.0, "round(ratio x number of domain documents); ratio = 1/4"),
+    "06.ewc_penalty_by_hand": Exercise(
+        "EWC penalty for F = (0.5, 2, 0), theta - theta* = (0.2, -0.1, 3), lambda = 100",
+        _ewc_penalty_by_hand, 1e-9, "lambda/2 x sum F_i (theta_i - theta*_i)^2; a weight with F = 0 costs nothing"),
+    "06.fisher_by_hand": Exercise(
+        "diagonal Fisher of w for (w x - y)^2 at w = 1 over the samples (1, 0) and (2, 1)",
+        _fisher_by_hand, 1e-9, "per-sample gradient 2 (w x - y) x; square each, then average"),
+    "06.mix_token_share_1_3": Exercise(
+        "fraction of tokens that are general in the 1:3 general:domain mix of the committed corpora",
+        lambda: _mix_token_share(1, 3), 0.01,
+        "tokenize both parts (each document adds <bos> and <eos>); general stories are longer than log entries"),
+})
