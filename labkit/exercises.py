@@ -341,7 +341,8 @@ def _jaccard_3gram() -> float:
 
 EXERCISES.update({
     "09.loss_tokens_dialogue8": Exercise(
-        "tokens that carry loss in test dialogue 8 (data.load('dialogues', 'test')[8], four turns), every assistant turn trained",
+        "tokens that carry loss in test dialogue 8 (data.load('dialogues', 'test')[8], four turns), "
+        "every assistant turn trained",
         lambda: _dialogue_mask_sum(8, False), 0.0,
         "each assistant turn's content tokens plus its <|end|>; not the '<|assistant|>' header or newlines"),
     "09.loss_tokens_dialogue8_last": Exercise(
