@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import random
 from pathlib import Path
 
 import torch
@@ -368,50 +367,28 @@ def load_adapter(model: nn.Module, path) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------
-# Instruction tuning helpers (lab 04; lab 09 builds the full SFT module)
+# Instruction tuning helpers (lab 04): thin wrappers over labkit.sft (lab 09 explains the formats)
 # ---------------------------------------------------------------------------
-def _encode(tokenizer, item: dict) -> tuple[list[int], list[int]]:
-    """Chat-format one {prompt, response} item; labels are -100 except on the assistant's tokens."""
-    messages = [{"role": "user", "content": item["prompt"]}, {"role": "assistant", "content": item["response"]}]
-    enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                        return_assistant_tokens_mask=True)
-    ids = list(enc["input_ids"])
-    labels = [t if m else -100 for t, m in zip(ids, enc["assistant_masks"])]
-    return ids, labels
-
-
-def _collate(rows, pad_id: int, device) -> dict:
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (x, y) in enumerate(rows):
-        ids[i, : len(x)], labels[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
-
-
 def instruction_batches(tokenizer, items: list[dict], batch_size: int, seed: int = 0,
                         device: str | torch.device = "cpu"):
     """An endless, seeded iterator of SFT batches (reshuffled every epoch, right-padded):
     ``{"input_ids", "attention_mask", "labels"}`` with labels -100 except on the
     assistant's answer (and its ``<|end|>``), so the loss trains the answer only."""
+    from . import sft
+
     if batch_size < 1 or not items:
         raise LabkitError("instruction_batches needs at least one item and batch_size >= 1")
-    encoded = [_encode(tokenizer, it) for it in items]
-    rng = random.Random(seed)
-    while True:
-        order = list(range(len(encoded)))
-        rng.shuffle(order)
-        for i in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
-            yield _collate([encoded[j] for j in order[i:i + batch_size]], tokenizer.pad_token_id, device)
+    rows = [sft.format_example(it, tokenizer) for it in items]
+    return sft.sft_batches(rows, batch_size, tokenizer.pad_token_id, seed=seed, device=device)
 
 
 def instruction_eval_batches(tokenizer, items: list[dict], batch_size: int = 32,
                              device: str | torch.device = "cpu") -> list[dict]:
     """Fixed SFT batches over ``items`` in order, for a comparable held-out loss."""
-    encoded = [_encode(tokenizer, it) for it in items]
-    return [_collate(encoded[i:i + batch_size], tokenizer.pad_token_id, device)
-            for i in range(0, len(encoded), batch_size)]
+    from . import sft
+
+    rows = [sft.format_example(it, tokenizer) for it in items]
+    return sft.eval_batches(rows, batch_size, tokenizer.pad_token_id, device=device)
 
 
 @torch.no_grad()

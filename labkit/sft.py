@@ -28,8 +28,9 @@ Decisions, and why:
 * **Continue-pretraining** data is raw text: ``<bos> doc <eos>`` streamed and cut into fixed
   windows, loss on every token (`format_pretraining`).
 
-Lab 04's ``lora.instruction_batches`` builds the same chat batches through the tokenizer's
-``{% generation %}`` mask; tests pin the two to identical tensors.
+Lab 04's ``lora.instruction_batches`` / ``instruction_eval_batches`` are thin wrappers over
+`format_example` + `sft_batches` / `eval_batches`; a test pins their labels to the tokenizer's own
+``{% generation %}`` mask.
 """
 from __future__ import annotations
 

@@ -127,14 +127,21 @@ def test_collate_pads_and_never_trains_padding(tok):
     assert sft.collate(rows, 0, pad_to_multiple_of=16)["input_ids"].shape[1] % 16 == 0
 
 
-def test_same_batches_as_lab04(tok):
-    """lab 04's instruction batches (built from the template's generation mask) are identical."""
+def test_lab04_batches_equal_the_templates_generation_mask(tok):
+    """lab 04's instruction batches (now built by labkit.sft) equal labels made from the chat
+    template's own `{% generation %}` mask, the way lab 04 first built them."""
     items = data.load("instructions", "test")[:20]
-    ours = sft.eval_batches([sft.format_example(x, tok) for x in items], 8, tok.pad_token_id)
-    theirs = lora.instruction_eval_batches(tok, items, batch_size=8)
-    assert len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
-        assert all(torch.equal(a[k], b[k]) for k in ("input_ids", "attention_mask", "labels"))
+    batches = lora.instruction_eval_batches(tok, items, batch_size=8)
+    assert len(batches) == 3
+    for i, item in enumerate(items):
+        msgs = [{"role": "user", "content": item["prompt"]}, {"role": "assistant", "content": item["response"]}]
+        enc = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+        ids = list(enc["input_ids"])
+        labels = [t if m else IGNORE for t, m in zip(ids, enc["assistant_masks"])]
+        batch, row, n = batches[i // 8], i % 8, len(ids)
+        assert batch["input_ids"][row, :n].tolist() == ids
+        assert batch["labels"][row, :n].tolist() == labels
+        assert (batch["labels"][row, n:] == IGNORE).all() and batch["attention_mask"][row].sum().item() == n
 
 
 def test_pack_first_fit_decreasing():
