@@ -1,0 +1,535 @@
+"""Chain-of-thought prompting: prompt builders, answer extraction and one evaluation harness (lab 08).
+
+The strategies, as the papers define them:
+
+* ``direct``          -- ask for the answer at once ("A: The answer is"), the baseline;
+* ``zero_shot_cot``   -- Kojima et al. 2022: stage 1 appends "Let's think step by step."
+  and lets the model reason; stage 2 feeds the reasoning back with
+  "Therefore, the answer (arabic numerals) is" so the answer comes out in a
+  parseable form;
+* ``few_shot_cot``    -- Wei et al. 2022: k worked exemplars ("Q: ... A: <steps> The
+  answer is N.") before the question; the model imitates the format;
+* ``least_to_most``   -- Zhou et al. 2022: stage 1 decomposes the problem into
+  sub-questions, stage 2 answers them in order, each answer in context for the next;
+* ``self_consistency`` -- Wang et al. 2022: sample n reasoning paths at a temperature
+  and take the majority answer.
+
+The same harness (`evaluate`) runs on the lab's CoT model (`load_cot_model`) and on any
+local Hugging Face causal LM named by ``LABKIT_MODEL`` (`load_model`).
+
+The *text formats* below are also what `labkit.cot_model` trains the lab model on:
+change them and the committed checkpoint no longer matches its prompts.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import LabkitError
+
+STRATEGIES = ("direct", "zero_shot_cot", "few_shot_cot", "least_to_most", "self_consistency")
+COT_TRIGGER = "Let's think step by step."
+ANSWER_TRIGGER = "Therefore, the answer (arabic numerals) is"
+LTM_TRIGGER = "Let's break down this problem."
+LTM_SOLVE = "Now solve them in order."
+COT_MODEL = "lab-cot"
+
+
+# ---------------------------------------------------------------------------
+# Text formats (shared by the prompts and the training data of the lab model)
+# ---------------------------------------------------------------------------
+def qa_prefix(question: str) -> str:
+    """Every prompt asks the same way: ``Q: <question>\\nA:``."""
+    return f"Q: {question}\nA:"
+
+
+def reasoning_of(problem: dict) -> str:
+    """The worked steps of a problem, without the final "The answer is N." sentence."""
+    return " ".join(problem["steps"])
+
+
+def subquestions(problem: dict) -> list[str]:
+    """One sub-question per worked step (least-to-most's decomposition), built from the step text.
+
+    "They used 20, so 23 - 20 = 3." -> "How many apples after they used 20?"
+    "There are 9 bags of 6, so ..." -> "How many apples are in 9 bags of 6?"
+    """
+    m = re.search(r"[Hh]ow many (\w+)", problem["question"])
+    items = m.group(1) if m else "things"
+    out = []
+    for step in problem["steps"]:
+        clause = step.split(", so ")[0]
+        box = re.match(r"There (?:are|were) (\d+) (\w+) of (\d+)$", clause)
+        if box:
+            out.append(f"How many {items} are in {box.group(1)} {box.group(2)} of {box.group(3)}?")
+        else:
+            subj, _, rest = clause.partition(" ")
+            subj = subj.lower() if subj in ("He", "She", "They") else subj
+            out.append(f"How many {items} after {subj} {rest}?")
+    return out
+
+
+def decomposition_text(problem: dict) -> str:
+    """Least-to-most stage-1 output: the numbered sub-questions."""
+    return " ".join(f"{i}. {q}" for i, q in enumerate(subquestions(problem), 1))
+
+
+def solved_in_order_text(problem: dict) -> str:
+    """Least-to-most stage-2 output: the sub-questions answered in order, then the answer."""
+    steps = " ".join(f"{i}. {s}" for i, s in enumerate(problem["steps"], 1))
+    return f"{steps} The answer is {problem['answer']}."
+
+
+# ---------------------------------------------------------------------------
+# Prompt builders (stage 1; the multi-stage strategies add stage 2 in `evaluate`)
+# ---------------------------------------------------------------------------
+def direct(question: str) -> str:
+    """Answer at once: the model must do all the arithmetic in one forward pass per answer token."""
+    return qa_prefix(question) + " The answer is"
+
+
+def zero_shot_cot(question: str) -> str:
+    """Stage 1 of zero-shot-CoT: the trigger sentence after "A:"."""
+    return qa_prefix(question) + " " + COT_TRIGGER
+
+
+def zero_shot_cot_stage2(question: str, reasoning: str) -> str:
+    """Stage 2 of zero-shot-CoT: stage 1 + its reasoning + the answer-extraction sentence."""
+    return f"{zero_shot_cot(question)} {reasoning.strip()} {ANSWER_TRIGGER}"
+
+
+def exemplars(k: int) -> list[dict]:
+    """k fixed worked exemplars from the *train* split (1-4 steps, as Wei et al. use a fixed set)."""
+    from . import data
+
+    if k < 0:
+        raise LabkitError(f"k must be >= 0, got {k}")
+    steps = [2, 3, 1, 2, 3, 1, 4, 2]
+    if k > len(steps):
+        raise LabkitError(f"only {len(steps)} exemplars are defined; use k <= {len(steps)}")
+    return [data.word_problems(1, seed=1000 + i, split="train", n_steps=s)[0] for i, s in enumerate(steps[:k])]
+
+
+def few_shot_cot(question: str, k: int = 2) -> str:
+    """k worked exemplars, then the question; the model continues with its own chain."""
+    shots = [f"{qa_prefix(e['question'])} {e['solution']}" for e in exemplars(k)]
+    return "\n\n".join(shots + [qa_prefix(question)])
+
+
+def least_to_most(question: str) -> str:
+    """Stage 1 of least-to-most: ask for the sub-questions."""
+    return qa_prefix(question) + " " + LTM_TRIGGER
+
+
+def least_to_most_stage2(question: str, decomposition: str) -> str:
+    """Stage 2 of least-to-most: the sub-questions, then solve them in order."""
+    return f"{least_to_most(question)} {decomposition.strip()}\n{LTM_SOLVE}"
+
+
+def self_consistency(question: str, n: int = 5) -> list[str]:
+    """n copies of the zero-shot-CoT prompt: each is sampled at a temperature, then votes."""
+    if n < 1:
+        raise LabkitError(f"self_consistency needs n >= 1, got {n}")
+    return [zero_shot_cot(question)] * n
+
+
+# ---------------------------------------------------------------------------
+# Answer extraction and confidence intervals
+# ---------------------------------------------------------------------------
+_NUMBER = r"(-)?\s*\$?\s*\**\s*(\d[\d,]*(?:\.\d+)?)"
+_ANSWER_RE = re.compile(r"(?:####|answer(?:\s*\(arabic numerals\))?\s*(?:is:?|:|=))\s*\**\s*" + _NUMBER, re.IGNORECASE)
+
+
+def normalize_number(text: str) -> str:
+    """"1,234." -> "1234", "-5" -> "-5", "2.50" -> "2.5", "12.0" -> "12"."""
+    s = text.strip().rstrip(".").replace(",", "").replace("$", "").replace(" ", "")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s
+
+
+def extract_answer(text: str | None) -> str | None:
+    """The final numeric answer of a completion, normalised; None when it states none.
+
+    Recognises "The answer is N", "Therefore, the answer (arabic numerals) is N" (zero-shot-CoT's
+    stage 2) and GSM8K's "#### N". With several answer statements the *last* one counts (a model
+    that corrects itself ends with its final answer). A bare number without an answer
+    statement is not an answer: the harness must not guess on the model's behalf.
+    """
+    if not text:
+        return None
+    matches = list(_ANSWER_RE.finditer(text))
+    if not matches:
+        return None
+    m = matches[-1]
+    return normalize_number((m.group(1) or "") + m.group(2))
+
+
+def wilson_ci(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion: honest at 0/n and n/n, unlike p +- 1.96 SE."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def majority_vote(answers: list[str | None]) -> str | None:
+    """Self-consistency's vote: the most frequent non-None answer (ties: the one seen first)."""
+    counts = Counter(a for a in answers if a is not None)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+# ---------------------------------------------------------------------------
+# Models: the lab's CoT model, or the learner's own
+# ---------------------------------------------------------------------------
+def load_model(name: str | None = None, device: str = "cpu"):
+    """``(model, tokenizer)``: ``name``, else ``LABKIT_MODEL``, else the committed ``lab-cot``.
+
+    ``lab-cot`` is read from ``data/models/lab-cot`` with the lab tokenizer; anything else goes
+    through `labkit.models.load` (a local Hugging Face causal LM and its own tokenizer).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from . import models
+
+    name = name or os.environ.get("LABKIT_MODEL") or COT_MODEL
+    if name == COT_MODEL:
+        path = models.checkpoint_dir(COT_MODEL)
+        if not (path / "model.safetensors").exists():
+            raise LabkitError(f"no checkpoint in {path}; create it with `python -m labkit.cot_model`")
+        from transformers.utils import logging as hf_logging
+
+        from .tokenizer import load_tokenizer
+
+        hf_logging.disable_progress_bar()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        return model.to(device).eval(), load_tokenizer()
+    try:
+        return models.load(name, device=device)
+    except LabkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a broken directory: one line, not a traceback
+        raise LabkitError(f"cannot load {name!r} as a causal LM ({type(exc).__name__}); point LABKIT_MODEL "
+                          "at a local Hugging Face causal language model directory") from None
+
+
+def _is_lab_tokenizer(tokenizer) -> bool:
+    from .tokenizer import TOKENIZER_DIR
+
+    try:
+        return Path(getattr(tokenizer, "name_or_path", "")).resolve() == TOKENIZER_DIR.resolve()
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Batched generation
+# ---------------------------------------------------------------------------
+def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, *, temperature: float = 0.0,
+                   seed: int = 0, stop: list[str] | None = None, chat: bool | None = None,
+                   strategy: str = "", batch_size: int = 16) -> list[tuple[str, int]]:
+    """Continue every prompt (left-padded batches); return ``(new text, generated token count)``.
+
+    ``chat=None``: a learner's model with a chat template gets each prompt as a user turn; the lab
+    model (trained on raw "Q: ... A:" text) gets raw text. Text after a ``stop`` string is cut.
+    """
+    import torch
+
+    from .tokenizer import end_of_turn_ids
+
+    if chat is None:
+        chat = bool(getattr(tokenizer, "chat_template", None)) and not _is_lab_tokenizer(tokenizer)
+    if chat:
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                               add_generation_prompt=True) for p in prompts]
+    else:
+        texts = [(tokenizer.bos_token or "") + p for p in prompts]
+    if _is_lab_tokenizer(tokenizer):
+        eos = end_of_turn_ids(tokenizer)
+    else:
+        eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    limit = getattr(model.config, "max_position_embeddings", None)
+    out: list[tuple[str, int]] = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)
+            longest = int(enc["attention_mask"].sum(1).max())
+            if limit and longest + max_new_tokens > limit:
+                hint = ("use fewer shots (smaller k) or strategy='zero_shot_cot'" if strategy == "few_shot_cot"
+                        else "use a shorter prompt, fewer new tokens or strategy='zero_shot_cot'")
+                raise LabkitError(f"{strategy or 'the'} prompt is {longest} tokens + {max_new_tokens} new tokens, "
+                                  f"more than the model's context of {limit}; {hint}")
+            kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos)
+            if temperature > 0:
+                kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+            else:
+                kwargs.update(do_sample=False)
+            torch.manual_seed(seed + start)
+            with torch.no_grad():
+                gen = model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1]:]
+            eos_set = set(eos if isinstance(eos, list) else [eos])
+            for row in gen.tolist():
+                n = 0
+                for t in row:
+                    n += 1
+                    if t in eos_set:
+                        break
+                text = tokenizer.decode(row[:n], skip_special_tokens=True)
+                for s in stop or []:
+                    if s in text:
+                        text = text[:text.index(s)]
+                        n = min(n, len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1)
+                out.append((text, n))
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The harness
+# ---------------------------------------------------------------------------
+@dataclass
+class Record:
+    """One problem under one strategy: what was asked, what came back, and whether it was right."""
+    question: str
+    n_steps: int
+    prompt: str
+    completion: str
+    extracted: str | None
+    gold: str
+    correct: bool
+    tokens: int                      # generated tokens, all stages and samples together
+    samples: list = field(default_factory=list)   # self-consistency: the n sampled answers
+
+
+@dataclass
+class EvalResult:
+    strategy: str
+    records: list
+    params: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.records)
+
+    @property
+    def n_correct(self) -> int:
+        return sum(r.correct for r in self.records)
+
+    @property
+    def accuracy(self) -> float:
+        return self.n_correct / self.n if self.n else float("nan")
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return wilson_ci(self.n_correct, self.n)
+
+    @property
+    def mean_tokens(self) -> float:
+        return sum(r.tokens for r in self.records) / self.n if self.n else float("nan")
+
+    def row(self) -> dict:
+        lo, hi = self.ci
+        return {"strategy": self.strategy, "n": self.n, "accuracy": round(self.accuracy, 3),
+                "ci_low": round(lo, 3), "ci_high": round(hi, 3), "tokens_per_problem": round(self.mean_tokens, 1)}
+
+
+def _check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise LabkitError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+
+
+def _reasoning(completion: str) -> str:
+    """Stage-1 text up to (not including) the model's own answer sentence."""
+    cut = len(completion)
+    for marker in ("The answer is", ANSWER_TRIGGER, "####"):
+        i = completion.find(marker)
+        if i >= 0:
+            cut = min(cut, i)
+    return completion[:cut].strip()
+
+
+def evaluate(model, tokenizer, problems: list[dict], strategy: str, *, k: int = 2, n: int = 5,
+             temperature: float = 0.7, max_new_tokens: int | None = None, batch_size: int = 16,
+             seed: int = 0, progress: bool = True, chat: bool | None = None, generate=None) -> EvalResult:
+    """Run one prompting strategy on ``problems`` (dicts with "question" and "answer").
+
+    Parameters by strategy: ``k`` exemplars for few_shot_cot, ``n`` samples at ``temperature``
+    for self_consistency. ``max_new_tokens`` is the reasoning budget (default 128).
+    ``generate(prompts, max_new_tokens, temperature=, seed=, stop=)`` replaces the model
+    (tests use a stub); by default `generate_batch` with ``model`` and ``tokenizer``.
+    """
+    _check_strategy(strategy)
+    budget = max_new_tokens or 128
+    if generate is None:
+        def generate(prompts, max_new, temperature=0.0, seed=seed, stop=None):
+            return generate_batch(model, tokenizer, prompts, max_new, temperature=temperature, seed=seed,
+                                  stop=stop, chat=chat, strategy=strategy, batch_size=batch_size)
+    from tqdm.auto import tqdm
+
+    questions = [p["question"] for p in problems]
+    golds = [normalize_number(str(p["answer"])) for p in problems]
+    records: list[Record] = []
+    bar = tqdm(total=len(problems), desc=strategy, disable=not progress, leave=False)
+    for start in range(0, len(problems), batch_size):
+        qs, gs = questions[start:start + batch_size], golds[start:start + batch_size]
+        steps = [p.get("n_steps", 0) for p in problems[start:start + batch_size]]
+        for q, g, s, (prompt, completion, answer, tokens, samples) in zip(
+                qs, gs, steps, _run(strategy, qs, generate, budget, k, n, temperature, seed + start)):
+            records.append(Record(q, s, prompt, completion, answer, g, answer == g, tokens, samples))
+        bar.update(len(qs))
+    bar.close()
+    params = {"k": k} if strategy == "few_shot_cot" else {"n": n, "temperature": temperature} \
+        if strategy == "self_consistency" else {}
+    return EvalResult(strategy, records, params)
+
+
+def _run(strategy, qs, generate, budget, k, n, temperature, seed):
+    """Yield (prompt, completion, extracted, tokens, samples) for a batch of questions."""
+    if strategy == "direct":
+        prompts = [direct(q) for q in qs]
+        for p, (c, t) in zip(prompts, generate(prompts, 8, stop=["\n"])):
+            yield p, c, extract_answer("The answer is" + c), t, []
+    elif strategy == "zero_shot_cot":
+        prompts = [zero_shot_cot(q) for q in qs]
+        first = generate(prompts, budget, stop=["\n\n", "\nQ:"])
+        second_prompts = [zero_shot_cot_stage2(q, _reasoning(c)) for q, (c, _) in zip(qs, first)]
+        second = generate(second_prompts, 8, stop=["\n"])
+        for p, (c1, t1), (c2, t2) in zip(prompts, first, second):
+            yield p, c1 + " || " + ANSWER_TRIGGER + c2, extract_answer(ANSWER_TRIGGER + c2), t1 + t2, []
+    elif strategy == "few_shot_cot":
+        prompts = [few_shot_cot(q, k) for q in qs]
+        for p, (c, t) in zip(prompts, generate(prompts, budget, stop=["\n\n", "\nQ:"])):
+            yield p, c, extract_answer(c), t, []
+    elif strategy == "least_to_most":
+        prompts = [least_to_most(q) for q in qs]
+        first = generate(prompts, budget // 2 + 16, stop=["\n"])
+        second_prompts = [least_to_most_stage2(q, c) for q, (c, _) in zip(qs, first)]
+        second = generate(second_prompts, budget, stop=["\n\n", "\nQ:"])
+        for p, (c1, t1), (c2, t2) in zip(prompts, first, second):
+            yield p, c1 + "\n" + LTM_SOLVE + c2, extract_answer(c2), t1 + t2, []
+    else:  # self_consistency
+        prompts = [s for q in qs for s in self_consistency(q, n)]
+        outs = generate(prompts, budget, temperature=temperature, seed=seed, stop=["\n\n", "\nQ:"])
+        for i, q in enumerate(qs):
+            group = outs[i * n:(i + 1) * n]
+            answers = [extract_answer(c) for c, _ in group]
+            yield prompts[i * n], group[0][0], majority_vote(answers), sum(t for _, t in group), answers
+
+
+# ---------------------------------------------------------------------------
+# Experiments: a table of strategies, and the CLI
+# ---------------------------------------------------------------------------
+def held_out(n_steps: int, n: int) -> list[dict]:
+    """The first n committed *test* problems with n_steps steps (never seen in training)."""
+    from . import data
+
+    problems = [p for p in data.load("word_problems", "test") if p["n_steps"] == n_steps]
+    if n > len(problems):
+        raise LabkitError(f"only {len(problems)} committed test problems have {n_steps} steps; ask for n <= {len(problems)}")
+    return problems[:n]
+
+
+def compare(model, tokenizer, problems: list[dict], strategies=STRATEGIES, *, progress: bool = True,
+            **kwargs) -> dict[str, EvalResult]:
+    """Evaluate every strategy on the same problems: {strategy: EvalResult}."""
+    return {s: evaluate(model, tokenizer, problems, s, progress=progress, **kwargs) for s in strategies}
+
+
+def format_table(results: dict[str, EvalResult]) -> str:
+    """The strategy table printed by the notebook and the CLI."""
+    lines = [f"{'strategy':<18}{'n':>5}{'accuracy':>10}{'95% CI':>16}{'tokens/problem':>16}"]
+    for r in results.values():
+        lo, hi = r.ci
+        name = r.strategy + (f" k={r.params['k']}" if "k" in r.params else f" n={r.params['n']}" if "n" in r.params else "")
+        lines.append(f"{name:<18}{r.n:>5}{r.accuracy:>10.3f}{f'[{lo:.2f}, {hi:.2f}]':>16}{r.mean_tokens:>16.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    from . import cli, env
+
+    p = cli.parser("cot", "Chain-of-thought strategies on held-out 3-step word problems (lab 08).")
+    p.add_argument("--model", default=None, help="default: LABKIT_MODEL, else the committed lab-cot")
+    p.add_argument("--steps", type=int, default=3, help="reasoning steps of the problems (1-5)")
+    p.add_argument("--n", type=int, default=None, help="problems (default by profile: 12 / 100 / 100)")
+    p.add_argument("--k", type=int, default=2, help="few-shot exemplars")
+    p.add_argument("--samples", type=int, default=5, help="self-consistency samples")
+    p.add_argument("--out", default=None, help="also write the JSON summary (with this command) to this file")
+    args = p.parse_args(argv)
+    profile = env.check_profile(args.profile) if args.profile else env.profile()
+    if args.steps not in range(1, 6):
+        raise LabkitError(f"--steps must be 1-5, got {args.steps}")
+    n = args.n or env.by_profile(12, 100, 100, profile_name=profile)
+    env.seed_everything(0)
+    model, tok = load_model(args.model, device=str(env.device()))
+    problems = held_out(args.steps, n)
+    res = compare(model, tok, problems, k=args.k, n=args.samples, progress=not args.json)
+    print(format_table(res))
+    if args.json:
+        out = {"profile": profile, "model": args.model or os.environ.get("LABKIT_MODEL") or COT_MODEL,
+               "n_steps": args.steps, "n_problems": n}
+        for s, r in res.items():
+            out[f"{s}_acc"] = round(r.accuracy, 4)
+            out[f"{s}_ci"] = [round(x, 4) for x in r.ci]
+            out[f"{s}_tokens"] = round(r.mean_tokens, 1)
+        cli.emit_json(out)
+    if args.out:
+        import json
+
+        summary = {"command": "python -m labkit cot " + " ".join(a for a in argv if not a.startswith("--out")
+                                                                  and a != args.out),
+                   "profile": profile, "n_steps": args.steps, "n_problems": n, "k": args.k, "samples": args.samples}
+        for s, r in res.items():
+            summary.update({f"{s}_acc": round(r.accuracy, 4), f"{s}_ci": [round(x, 4) for x in r.ci],
+                            f"{s}_tokens": round(r.mean_tokens, 1)})
+        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Failure analysis
+# ---------------------------------------------------------------------------
+_EQ = re.compile(r"(\d+) ([-+*/]) (\d+) = (-?\d+)")
+
+
+def diagnose(problem: dict, completion: str) -> dict:
+    """Compare a generated chain with the worked solution, equation by equation.
+
+    Returns ``{"first_wrong_step": i or None, "kind": ..., "generated": eq, "expected": eq}`` where
+    kind is one of: "no steps", "wrong operation", "wrong operand" (a number copied or carried
+    wrong), "arithmetic" (right operands, wrong result), "too few steps", "too many steps",
+    "wrong final answer" (every step right, the answer sentence not), "correct".
+    """
+    gold = [_EQ.search(s).groups() for s in problem["steps"]]
+    gen = _EQ.findall(completion)
+    fmt = lambda e: f"{e[0]} {e[1]} {e[2]} = {e[3]}" if e else ""
+    if not gen:
+        return {"first_wrong_step": 1, "kind": "no steps", "generated": "", "expected": fmt(gold[0])}
+    for i, want in enumerate(gold):
+        if i >= len(gen):
+            return {"first_wrong_step": i + 1, "kind": "too few steps", "generated": "", "expected": fmt(want)}
+        got = gen[i]
+        if got != want:
+            kind = ("wrong operation" if got[1] != want[1] else
+                    "wrong operand" if (got[0], got[2]) != (want[0], want[2]) else "arithmetic")
+            return {"first_wrong_step": i + 1, "kind": kind, "generated": fmt(got), "expected": fmt(want)}
+    if len(gen) > len(gold):
+        return {"first_wrong_step": len(gold) + 1, "kind": "too many steps", "generated": fmt(gen[len(gold)]),
+                "expected": ""}
+    if extract_answer(completion) != normalize_number(str(problem["answer"])):
+        return {"first_wrong_step": None, "kind": "wrong final answer", "generated": "", "expected": ""}
+    return {"first_wrong_step": None, "kind": "correct", "generated": "", "expected": ""}
