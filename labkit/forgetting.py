@@ -15,9 +15,11 @@ usual advice names, on the lab's own model, with the one shared training loop:
   weights, weighted by how much the general data cares about each weight,
   plugged into `labkit.train.train(extra_loss=...)`;
 * **LoRA** -- `labkit.lora.inject_lora`: train a low-rank update, not the weights
-  (``lora``: adapters on every linear layer *plus* the embedding and output rows,
-  because 40% of the domain corpus's tokens were never seen in pretraining and
-  an adapter cannot give them an embedding; ``lora_adapters``: adapters only);
+  (``lora``: adapters on every linear layer *plus* the embedding and output rows
+  of the tokens general text never uses, because 40% of the domain corpus's
+  tokens were never seen in pretraining and an adapter cannot give them an
+  embedding -- peft calls this ``trainable_token_indices``; ``lora_adapters``:
+  adapters only);
 * **the driver** -- `setup()` then `run_strategy(name, lab)` / `compare(names, lab)`:
   the notebook, `python -m labkit forgetting` and `labkit/bench/forgetting.py`
   all run the same code.
@@ -43,7 +45,7 @@ from . import data, env, lora, train
 from .errors import LabkitError
 
 __all__ = ["Probes", "make_probes", "fact_recall", "evaluate", "mix", "parse_ratio", "curriculum_batches",
-           "fisher_diagonal", "ewc_penalty", "EWC", "Sizes", "sizes", "Lab", "setup", "parse_strategy",
+           "fisher_diagonal", "ewc_penalty", "EWC", "train_token_rows", "Sizes", "sizes", "Lab", "setup", "parse_strategy",
            "run_strategy", "compare", "default_strategies", "at_matched_domain_loss", "frontier_point", "main"]
 
 PROBE_KEYS = ("general_loss", "domain_loss", "fact_recall", "domain_acc", "sft_loss")
@@ -346,6 +348,12 @@ class Lab:
     device: torch.device
     _fisher: dict | None = None
 
+    def new_tokens(self) -> torch.Tensor:
+        """Token ids the general corpus never uses: pretraining never trained their rows."""
+        vocab = self.base.get_input_embeddings().weight.shape[0]
+        counts = torch.bincount(self.general_tokens.flatten().cpu(), minlength=vocab)
+        return (counts == 0).nonzero().flatten()
+
     def fisher(self) -> dict[str, torch.Tensor]:
         """The base model's diagonal Fisher on general windows (computed once, then cached)."""
         if self._fisher is None:
@@ -354,6 +362,22 @@ class Lab:
             step = max(1, len(windows) // self.sizes.fisher_windows)
             self._fisher = fisher_diagonal(self.base, windows[::step][: self.sizes.fisher_windows])
         return self._fisher
+
+
+def train_token_rows(model, token_ids: torch.Tensor) -> int:
+    """Make only the rows of ``token_ids`` in the input embedding and the output layer trainable
+    (peft's ``trainable_token_indices``); return how many values that is.
+
+    A gradient hook zeroes every other row's gradient. With weight decay 0 (the shared
+    loop's default), AdamW then leaves those rows exactly unchanged: its moments stay 0.
+    """
+    weights = {id(w): w for w in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}
+    for w in weights.values():
+        mask = torch.zeros(w.shape[0], 1, dtype=w.dtype, device=w.device)
+        mask[token_ids.to(w.device)] = 1
+        w.requires_grad_(True)
+        w.register_hook(lambda g, m=mask: g * m)
+    return sum(len(token_ids) * w.shape[1] for w in weights.values())
 
 
 def setup(model=None, tokenizer=None, profile: str | None = None, device=None, **overrides) -> Lab:
@@ -415,7 +439,7 @@ def run_strategy(name: str, lab: Lab, *, seed: int | None = None, steps: int | N
     seed = s.seed if seed is None else seed
     steps = s.steps if steps is None else steps
     curve_every = s.curve_every if curve_every is None else curve_every
-    kind, lr, extra = spec["kind"], s.lr, None
+    kind, lr, extra, token_values = spec["kind"], s.lr, None, 0
     env.seed_everything(seed)
     model = copy.deepcopy(lab.base).to(lab.device)
     bs, sl, dev = s.batch_size, s.seq_len, lab.device
@@ -437,9 +461,8 @@ def run_strategy(name: str, lab: Lab, *, seed: int | None = None, steps: int | N
         extra = EWC(model, lab.fisher(), spec.get("lam", s.ewc_lambda))
     elif kind in ("lora", "lora_adapters"):
         lora.inject_lora(model, r=s.lora_r, alpha=2 * s.lora_r, target_modules="all-linear")
-        if kind == "lora":  # + the token rows, like peft's modules_to_save=["embed_tokens", "lm_head"]
-            model.get_input_embeddings().weight.requires_grad_(True)
-            model.get_output_embeddings().weight.requires_grad_(True)
+        if kind == "lora":  # + the rows of the tokens pretraining never trained (see train_token_rows)
+            token_values = train_token_rows(model, lab.new_tokens())
         lr = s.lora_lr
 
     curve = {"step": [0], **{k: [v] for k, v in lab.base_probes.items()}}
@@ -456,11 +479,15 @@ def run_strategy(name: str, lab: Lab, *, seed: int | None = None, steps: int | N
     hist = train.train(model, batches, cfg, extra_loss=extra, callback=probe)
     seconds = time.perf_counter() - t0
     final = evaluate(model, lab.tokenizer, lab.probes)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if token_values:  # only some rows of the embedding and output weights were trainable
+        token_weights = {id(w): w for w in (model.get_input_embeddings().weight, model.get_output_embeddings().weight)}
+        trainable += token_values - sum(w.numel() for w in token_weights.values())
     for k, v in final.items():
         curve[k].append(v)
     curve["step"].append(steps)
     out = {**final, "steps": steps, "lr": lr, "seed": seed, "seconds": round(seconds, 2),
-           "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+           "trainable": trainable,
            "train_loss": hist.loss[-1], "curve": curve}
     if kind == "ewc":
         out["ewc_lambda"] = extra.lam

@@ -205,3 +205,21 @@ def test_cli_json_shape(capsys):
 def test_cli_rejects_unknown_strategy():
     with pytest.raises(LabkitError, match="unknown strategy"):
         F.main(["--profile", "smoke", "--strategies", "bogus"])
+
+
+def test_lora_trains_only_the_rows_of_new_tokens(lab):
+    """`lora` = adapters + the embedding/output rows of tokens general text never uses; every other row
+    of those two weights stays bit-identical to the base."""
+    new = lab.new_tokens()
+    assert 0 < len(new) < lab.base.get_input_embeddings().weight.shape[0]
+    out = F.run_strategy("lora", lab, steps=3, curve_every=0, keep_model=True)
+    model = out["model"]
+    old = torch.ones(lab.base.get_input_embeddings().weight.shape[0], dtype=torch.bool)
+    old[new] = False
+    for get in ("get_input_embeddings", "get_output_embeddings"):
+        before, after = getattr(lab.base, get)().weight, getattr(model, get)().weight
+        assert torch.equal(before[old], after[old])
+        assert not torch.equal(before[new], after[new])
+    hidden = model.get_input_embeddings().weight.shape[1]
+    adapters = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    assert out["trainable"] == adapters + 2 * len(new) * hidden
