@@ -19,11 +19,15 @@ Loss is on the answers only (everything after "A:", and the results of drill lin
 Problems come from the *train* split of `labkit.data.word_problems`; the evaluation
 uses the test split (disjoint by a hash of the question).
 
-Reproduce the committed checkpoint (two rounds on one contended CPU core, about 30 + 12 minutes;
-the second continues from the first with fresh problems and a lower learning rate)::
+Reproduce the committed checkpoint (three rounds on one CPU core, about 30 + 12 + 11 minutes;
+each continues from the previous one with fresh problems and a lower learning rate)::
 
     python -m labkit.cot_model --steps 1400 --eval-every 0 --out /tmp/lab-cot-round1
     python -m labkit.cot_model --init /tmp/lab-cot-round1 --steps 800 --lr 5e-4 --seed 1 --eval-every 0 --stop-after 600 --out data/models/lab-cot
+    python -m labkit.cot_model --init data/models/lab-cot --steps 700 --lr 3e-4 --seed 2 --eval-every 0 --out data/models/lab-cot
+
+``data/models/lab-cot/training.json`` records every round; ``eval_3step.json`` the evaluation
+(``python -m labkit cot --profile cpu --json``).
 """
 from __future__ import annotations
 
