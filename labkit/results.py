@@ -59,6 +59,22 @@ def write_csv(path: str | Path, rows: list[dict], metadata: dict | None = None) 
     return path
 
 
+def write_bench_csv(name: str, rows: list[dict], *, device, quick: bool, out: str | Path | None = None,
+                    metadata: dict | None = None) -> Path | None:
+    """Where a ``labkit/bench`` script's rows go: ``out`` if given, else ``data/results/<name>_gpu.csv``
+    -- but only for a real run on CUDA. A CPU or ``--quick`` run only checks the code path and must
+    never overwrite a committed GPU measurement, so it writes nothing. Returns the path written."""
+    import torch
+
+    if out is None:
+        if torch.device(device).type != "cuda" or quick:
+            return None
+        out = RESULTS_DIR / f"{name}_gpu.csv"
+    path = write_csv(out, rows, metadata)
+    print(f"wrote {path}")
+    return path
+
+
 def read_csv(path: str | Path) -> tuple[dict, list[dict]]:
     """Return ``(metadata, rows)``; numbers come back as int/float, empty cells as None."""
     path = Path(path)

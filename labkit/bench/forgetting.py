@@ -75,11 +75,7 @@ def main(argv=None) -> int:
     for name in args.strategies:
         forgetting.parse_strategy(name)
     rows = run(args.strategies, seeds=args.seeds, device=args.device, quick=args.quick, steps=args.steps)
-    out = args.out or (str(results.RESULTS_DIR / "forgetting_gpu.csv")
-                       if torch.device(args.device).type == "cuda" and not args.quick else None)
-    if out:
-        results.write_csv(out, rows)
-        print(f"wrote {out}")
+    results.write_bench_csv("forgetting", rows, device=args.device, quick=args.quick, out=args.out)
     return 0
 
 

@@ -140,10 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="a tiny model and 1 step: checks the code path")
     args = p.parse_args(argv)
     rows = run(args.layers, args.budget_gb, args.steps, device=args.device, quick=args.quick)
-    out = args.out or (str(results.RESULTS_DIR / "fsdp_gpu.csv") if torch.device(args.device).type == "cuda" else None)
-    if out:
-        results.write_csv(out, rows)
-        print(f"wrote {out}")
+    results.write_bench_csv("fsdp", rows, device=args.device, quick=args.quick, out=args.out)
     return 0
 
 

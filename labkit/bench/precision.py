@@ -177,15 +177,10 @@ def main(argv=None) -> int:
     except LabkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out
-    if out is None and torch.device(args.device or env.device()).type == "cuda" and not args.quick:
-        out = str(results.RESULTS_DIR / "precision_gpu.csv")
     bf16 = next((r for r in rows if r["config"] == "bf16-mixed"), None)
     if bf16 and bf16["speedup_vs_fp32"]:
         print(f"bf16-mixed is {bf16['speedup_vs_fp32']:.1f}x faster per step than fp32")
-    if out:
-        results.write_csv(out, rows)
-        print(f"wrote {out}")
+    results.write_bench_csv("precision", rows, device=args.device or env.device(), quick=args.quick, out=args.out)
     return 0
 
 
