@@ -36,10 +36,10 @@ def parser(name: str, description: str, profile: bool = True, json_flag: bool = 
 
 def emit_json(obj) -> None:
     """Print `obj` as a single JSON line (numbers stay numbers; tensors are not allowed)."""
-    print(json.dumps(obj, default=_jsonable), flush=True)
+    print(json.dumps(obj, default=to_jsonable), flush=True)
 
 
-def _jsonable(value):
+def to_jsonable(value):
     if hasattr(value, "item"):
         return value.item()
     if hasattr(value, "tolist"):

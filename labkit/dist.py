@@ -258,7 +258,9 @@ def write_result(obj: dict) -> None:
 
     rank = dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", 0))
     out = os.environ.get(OUT_ENV)
-    text = json.dumps(obj, default=_jsonable)
+    from .cli import to_jsonable
+
+    text = json.dumps(obj, default=to_jsonable)
     if out:
         (Path(out) / f"rank{rank}.json").write_text(text)
     else:
@@ -280,12 +282,6 @@ def worker_main(fn) -> None:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _jsonable(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
 
 
 # ---------------------------------------------------------------------------

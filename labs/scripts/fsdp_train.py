@@ -51,10 +51,11 @@ def full_bytes(params) -> int:
     return sum(p.numel() * p.element_size() for p in params)
 
 
-def expected_comm(model, reshard: bool) -> int:
-    """Textbook ZeRO-3 volume: all-gather every parameter in forward, again in backward (if
-    resharded after forward), reduce-scatter every gradient: 3x (or 2x) the parameter bytes."""
-    return (3 if reshard else 2) * full_bytes(model.parameters())
+def expected_comm(model, strategy: str) -> int:
+    """The calculator's textbook volume per step (`labkit.dist.comm_volume`) for this model's
+    parameters in their own dtype -- what the lab holds the measured collective bytes against."""
+    params = list(model.parameters())
+    return int(ld.comm_volume(sum(p.numel() for p in params), strategy, bytes_per_elem=params[0].element_size()))
 
 
 def resident_param_bytes(model) -> int:
@@ -118,7 +119,7 @@ def part_fsdp(args, reshard=True, offload=False, label="fsdp"):
     probe = next(ld.rank_slice(ld.global_batches(args.seq_len, args.batch, args.seed + 1), W.rank, W.world_size))
     res.update(measure_step(model, opt, probe))
     res.update({"n_params": n_params, "full_param_bytes": full, "reshard_after_forward": reshard,
-                "offload": offload, "expected_comm_bytes_per_step": expected_comm(model, reshard),
+                "offload": offload, "expected_comm_bytes_per_step": expected_comm(model, "fsdp" if reshard else "fsdp-no-reshard"),
                 "shard_device": str(next(model.parameters()).to_local().device),
                 "placements": str(next(model.parameters()).placements)})
     return res, model
@@ -129,14 +130,14 @@ def part_ddp(args):
 
     env.seed_everything(args.seed)
     model = build(args)
-    full = full_bytes(model.parameters())
+    full, expected = full_bytes(model.parameters()), expected_comm(model, "ddp")
     ddp = DDP(model)
     ld.count_ddp(ddp)
     res = run_training(args, ddp, "ddp")
     opt = torch.optim.AdamW(ddp.parameters(), lr=args.lr)
     probe = next(ld.rank_slice(ld.global_batches(args.seq_len, args.batch, args.seed + 1), W.rank, W.world_size))
     res.update(measure_step(ddp, opt, probe))
-    res.update({"full_param_bytes": full, "expected_comm_bytes_per_step": 2 * full})
+    res.update({"full_param_bytes": full, "expected_comm_bytes_per_step": expected})
     return res
 
 
