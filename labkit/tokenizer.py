@@ -74,9 +74,17 @@ def load_tokenizer(path: str | Path | None = None):
     return tok
 
 
+# Tokens that close an assistant turn: the lab template's, ChatML's (SmolLM2, Qwen), Llama-3's.
+END_OF_TURN_TOKENS = ("<|end|>", "<|im_end|>", "<|eot_id|>")
+
+
 def end_of_turn_ids(tokenizer) -> list[int]:
-    """Token ids that end a generation: eos for raw text, <|end|> for a chat turn."""
-    return [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|end|>")]
+    """Token ids that end a generation: eos for raw text, and the end-of-turn token of the
+    tokenizer's chat template (``<|end|>`` for the lab tokenizer, ``<|im_end|>`` for SmolLM2)."""
+    vocab = tokenizer.get_vocab()
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids += [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
+    return list(dict.fromkeys(ids))
 
 
 def training_texts(seed: int = 0) -> list[str]:

@@ -157,7 +157,7 @@ def test_labkit_model_that_is_not_a_causal_lm(tmp_path, monkeypatch):
     with pytest.raises(LabkitError, match="not a causal LM"):
         P.load_model()
     monkeypatch.setenv("LABKIT_MODEL", str(tmp_path / "nothing-here"))
-    with pytest.raises(LabkitError, match="cannot load model"):
+    with pytest.raises(LabkitError, match="does not exist"):
         P.load_model()
 
 
