@@ -5,8 +5,19 @@ in front of the learner, then check it against the copy kept here and against
 the library practitioners use.
 """
 import inspect
+import logging
+import warnings
 
 from .errors import LabkitError
+
+# Known, harmless library noise that would otherwise sit in every committed notebook as a
+# red stderr box a learner cannot act on:
+# * bitsandbytes >= 0.50 on an AVX512-BF16 CPU looks for an optional `kernels` package and
+#   logs a warning when it is absent; its own CPU path (the one the labs check) still runs.
+# * transformers 5.2x renamed gradient checkpointing to activation checkpointing and warns
+#   when anything (peft, accelerate, our version-agnostic code) reads the old name.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated", category=FutureWarning)
 
 __version__ = "0.1.0"
 __all__ = ["LabkitError", "show", "__version__"]

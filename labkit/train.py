@@ -282,6 +282,6 @@ def _set_checkpointing(model, on: bool) -> None:
 def _progress(cfg: TrainConfig):
     if not cfg.progress:
         return None
-    from tqdm.auto import tqdm
+    from .progress import progress
 
-    return tqdm(total=cfg.steps, desc=cfg.desc, leave=True, mininterval=1.0)
+    return progress(total=cfg.steps, desc=cfg.desc, leave=True, mininterval=1.0)
