@@ -26,7 +26,9 @@ class _Parser(argparse.ArgumentParser):
 def parser(name: str, description: str, profile: bool = True, json_flag: bool = True) -> argparse.ArgumentParser:
     p = _Parser(prog=f"python -m labkit {name}", description=description)
     if profile:
-        p.add_argument("--profile", choices=None, default=None,
+        from .env import PROFILES  # lazily: env imports torch
+
+        p.add_argument("--profile", choices=PROFILES, default=None,
                        help="smoke (CI, ~1 min on 2 CPU cores), cpu (laptop), full (GPU); "
                             "default: LABKIT_PROFILE or full on CUDA, cpu otherwise")
     if json_flag:

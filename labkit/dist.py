@@ -581,9 +581,17 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     profile = env.check_profile(args.profile)
     layers, steps, batch, seq_len = SIZES[profile]
-    steps = args.steps or steps
-    if args.nproc < 1 or batch % args.nproc:
-        raise LabkitError(f"--nproc must divide the global batch {batch} of profile {profile!r}")
+    if args.steps is not None and args.steps < 1:
+        raise LabkitError(f"--steps must be at least 1, got {args.steps}")
+    if args.nproc < 1:
+        raise LabkitError(f"--nproc must be at least 1 (ranks of the FSDP run), got {args.nproc}")
+    if not args.timeout > 0:  # also NaN
+        raise LabkitError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    steps = steps if args.steps is None else args.steps
+    if batch % args.nproc:
+        divisors = ", ".join(str(d) for d in range(1, batch + 1) if batch % d == 0)
+        raise LabkitError(f"--nproc {args.nproc} does not divide the global batch {batch} of profile {profile!r}; "
+                          f"use one of {divisors}")
     single = train_single(layers, steps, batch, seq_len)
     res = launch("fsdp_train.py", args.nproc,
                  ["--layers", layers, "--steps", steps, "--batch", batch, "--seq-len", seq_len, "--only", "fsdp,tp"],

@@ -109,16 +109,53 @@ def check(name: str, answer) -> bool:
     if answer is None:
         print(f"[ ] {name}: not answered yet -- {ex.question}")
         return False
+    value = _as_number(name, answer)   # before computing the expected value: a typo fails fast
     expected = ex.expected()
-    try:
-        ok = math.isclose(float(answer), expected, rel_tol=ex.rel_tol, abs_tol=0.0)
-    except (TypeError, ValueError):
-        raise LabkitError(f"{name}: the answer must be a number, got {answer!r}") from None
+    ok = math.isclose(value, expected, rel_tol=ex.rel_tol, abs_tol=0.0)
     if ok:
-        print(f"[x] {name}: correct ({answer:g})")
+        print(f"[x] {name}: correct ({_show(value)})")
     else:
-        print(f"[ ] {name}: not yet ({answer:g}). Hint: {ex.hint}")
+        print(f"[ ] {name}: not yet ({_show(value)}). Hint: {ex.hint}")
     return ok
+
+
+def _as_number(name: str, answer) -> float:
+    """The learner's answer as a float: an int, float, numeric string ("65504", "6.5e4", "65,504"),
+    or a one-element tensor / array. Anything else (True, a list, "2^15", a complex) is a LabkitError."""
+    shown = " ".join(repr(answer).split())             # one line, even for a matrix
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    why = "a number"
+    value = None
+    if isinstance(answer, bool):   # float(True) == 1.0: almost certainly a comparison typed by mistake
+        why = "a number, not a bool (did you type a comparison?)"
+    elif isinstance(answer, str):
+        text = answer.strip().replace(",", "").replace("_", "")
+        try:
+            value = float(text)
+        except ValueError:
+            why = "a number (a string must hold a plain number, e.g. '65504' or '6.1e-05'; compute 2**-14 in Python)"
+        if value is not None and math.isinf(value) and "inf" not in text.lower():
+            value, why = None, "a number that fits in a float (this one overflows to inf)"
+    else:
+        numel = getattr(answer, "numel", None) or getattr(answer, "size", None)
+        numel = numel() if callable(numel) else numel
+        if isinstance(numel, int) and numel != 1:
+            why = f"one number, not {numel} values"
+        else:
+            try:
+                value = float(answer.item() if hasattr(answer, "item") else answer)
+            except (TypeError, ValueError, OverflowError, RuntimeError):
+                value = None
+    if value is None:
+        raise LabkitError(f"{name}: the answer must be {why}, got {shown} ({type(answer).__name__})")
+    return value
+
+
+def _show(value: float) -> str:
+    """An answer as the learner would read it: integers in full (13015864320), others with %g."""
+    if value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return f"{value:g}"
 
 
 # ---------------------------------------------------------------------------

@@ -553,7 +553,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--curves", action="store_true", help="include the probe curves in the JSON")
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:
-        raise LabkitError("--steps must be at least 1")
+        raise LabkitError(f"--steps must be at least 1, got {args.steps}")
+    if args.seed is not None and not 0 <= args.seed < 2**32:   # numpy's seed range (env.seed_everything)
+        raise LabkitError(f"--seed must be in 0..{2**32 - 1}, got {args.seed}")
     for n in args.strategies or []:
         parse_strategy(n)  # fail fast on a typo, before loading anything
     lab = setup(profile=env.check_profile(args.profile), steps=args.steps, seed=args.seed)

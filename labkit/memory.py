@@ -45,9 +45,10 @@ import contextlib
 import functools
 import gc
 import math
+import sys
 import time
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import count
 
 import torch
@@ -143,6 +144,7 @@ class MemoryEstimate:
     attn_implementation: str = ""
     activations_per_layer: int = 0
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # about the request itself (e.g. seq beyond context)
 
     @property
     def naive_sum(self) -> int:
@@ -170,6 +172,7 @@ class MemoryEstimate:
                 lines.append("-" * (width + 14))
             lines.append(f"{name:<{width}}  {value / GB:>9.3f} GB")
         lines += [f"note: {note}" for note in self.notes]
+        lines += [f"warning: {warning}" for warning in self.warnings]
         return "\n".join(lines)
 
 
@@ -194,6 +197,7 @@ class _Arch:
     mlp_bias: bool
     attn_dropout: float
     name: str = ""
+    context: int = 0          # max_position_embeddings: the sequence length the model was trained for (0: unknown)
 
     def linears(self) -> dict[str, tuple[int, int, bool]]:
         """Linear layers of one decoder layer: name -> (in_features, out_features, has_bias)."""
@@ -227,9 +231,13 @@ class _Arch:
 
 
 def _arch(config) -> _Arch:
-    from .models import resolve_config
+    from . import models
 
-    cfg = resolve_config(config)
+    if isinstance(config, str) and config not in models.names():
+        # models' own message lists every architecture it knows, gpt2 included; list what works here
+        raise LabkitError(f"unknown model {config!r}; memory estimates know {', '.join(supported_models())} "
+                          "(or pass a Llama-family transformers config)")
+    cfg = models.resolve_config(config)
     model_type = getattr(cfg, "model_type", "")
     if model_type in ("llama", "qwen2", "mistral"):
         heads = cfg.num_attention_heads
@@ -244,9 +252,26 @@ def _arch(config) -> _Arch:
                      o_bias=False if qwen else bool(getattr(cfg, "attention_bias", False)),
                      mlp_bias=bool(getattr(cfg, "mlp_bias", False)),
                      attn_dropout=float(getattr(cfg, "attention_dropout", 0.0) or 0.0),
-                     name=config if isinstance(config, str) else model_type)
-    raise LabkitError(f"memory estimates support Llama-family models (llama, qwen2, mistral), not {model_type!r}; "
-                      "pick e.g. llama-2-7b, llama-3.2-1b or qwen2.5-0.5b")
+                     name=config if isinstance(config, str) else model_type,
+                     context=int(getattr(cfg, "max_position_embeddings", 0) or 0))
+    what = f"{config!r} ({model_type})" if isinstance(config, str) and config != model_type else repr(model_type)
+    raise LabkitError(f"memory estimates support Llama-family models (llama, qwen2, mistral), not {what}; "
+                      f"use one of {', '.join(supported_models())} or a Llama-family transformers config")
+
+
+FAMILIES = ("llama", "qwen2", "mistral")   # the model types the replay of `_llama_layer` models
+
+
+@functools.lru_cache(maxsize=1)
+def _supported_names() -> tuple[str, ...]:
+    from . import models
+
+    return tuple(n for n in models.names() if getattr(models.config(n), "model_type", "") in FAMILIES)
+
+
+def supported_models() -> list[str]:
+    """The `labkit.models` names `estimate` accepts: the Llama-family ones (not gpt2, not the GPT-NeoX stand-in)."""
+    return list(_supported_names())
 
 
 # ---------------------------------------------------------------------------
@@ -936,6 +961,7 @@ def estimate(config, *, batch_size: int, seq_len: int, precision: str = "bf16-mi
     _check(batch_size, seq_len, precision, optimizer, lora_rank, lora_targets, quantization,
            attn_implementation, device)
     arch = _arch(config)
+    _check_lora_rank(arch, lora_rank, lora_targets)
     setup = _Setup(precision, optimizer, lora_rank, lora_targets, quantization)
     weights = _weight_bytes(arch, setup)
     sizes, train_dtype = _trainable_tensors(arch, setup)
@@ -949,6 +975,7 @@ def estimate(config, *, batch_size: int, seq_len: int, precision: str = "bf16-mi
     context = 0 if device == "cpu" else (CUDA_CONTEXT_BYTES if cuda_context is None else int(cuda_context))
     peak_allocated = peak + framework
     notes = []
+    warnings = [_context_warning(arch, seq_len)] if arch.context and seq_len > arch.context else []
     if attn_implementation == "sdpa" and sdpa_kernel("cuda", setup.compute_dtype, arch.kv_heads != arch.heads) == "math" \
             and device != "cpu":
         notes.append("fp32 + grouped-query attention: CUDA sdpa falls back to the math kernel "
@@ -962,7 +989,26 @@ def estimate(config, *, batch_size: int, seq_len: int, precision: str = "bf16-mi
         model=config if isinstance(config, str) else arch.name, batch_size=batch_size, seq_len=seq_len,
         precision=precision, optimizer_name=optimizer, gradient_checkpointing=bool(gradient_checkpointing),
         lora_rank=lora_rank, quantization=quantization, attn_implementation=attn_implementation,
-        activations_per_layer=int(step.per_layer), notes=notes)
+        activations_per_layer=int(step.per_layer), notes=notes, warnings=warnings)
+
+
+def _context_warning(arch: _Arch, seq_len: int) -> str:
+    return (f"seq_len {seq_len} is beyond the {arch.context} tokens {arch.name or 'the model'} was trained for "
+            "(max_position_embeddings); the estimate is computed anyway, but the model would need a longer "
+            "context (e.g. RoPE scaling) to use such sequences")
+
+
+def _check_lora_rank(arch: _Arch, lora_rank: int | None, lora_targets) -> None:
+    """A LoRA update B @ A of an (in -> out) layer has rank <= min(in, out): a larger rank only adds parameters."""
+    if not lora_rank:
+        return
+    linears = arch.linears()
+    name = min(lora_targets, key=lambda t: min(linears[t][:2]))
+    n_in, n_out, _ = linears[name]
+    if lora_rank > min(n_in, n_out):
+        raise LabkitError(f"lora_rank {lora_rank} exceeds min(in, out) = {min(n_in, n_out)} of {name} "
+                          f"({n_in} -> {n_out}): its update B @ A has rank at most {min(n_in, n_out)}, so a larger "
+                          f"rank only adds parameters; use lora_rank <= {min(n_in, n_out)}")
 
 
 def _peak(weights: int, opt: int, step: "_StepMemory", tokens: int, opt_scratch: int) -> tuple[str, int, int]:
@@ -1225,7 +1271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = cli.parser("memory", "Estimate the GPU memory of one training step (weights, gradients, "
                              "optimizer states, activations, peak).")
-    p.add_argument("--model", required=True, help="a labkit model name, e.g. llama-2-7b, qwen2.5-0.5b, lab-small")
+    p.add_argument("--model", required=True, help="a Llama-family labkit model: " + ", ".join(supported_models()))
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--precision", default="bf16-mixed", help=", ".join(PRECISIONS))
@@ -1242,7 +1288,9 @@ def main(argv: list[str] | None = None) -> int:
                    optimizer=args.optimizer, gradient_checkpointing=args.gradient_checkpointing,
                    lora_rank=args.lora_rank, quantization=args.quantization, attn_implementation=args.attn,
                    lora_targets=tuple(t for t in args.lora_targets.split(",") if t), device=args.device)
-    print(est)
+    print(replace(est, warnings=[]))   # warnings go to stderr (the table and a --json last line stay clean)
+    for warning in est.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         cli.emit_json(est.to_dict())
     return 0

@@ -344,6 +344,13 @@ def _read_config(where: str, name: str, hub: bool = False):
 
 
 def _require_causal(cfg, name: str) -> None:
+    if not cfg.architectures:  # a config saved by hand may not name its class: go by its model type
+        from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                            MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+        # decoder types only: BERT-style encoders also have a (rarely used) causal-LM head class
+        if cfg.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and cfg.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+            return
     if not any(arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel")
                for arch in (cfg.architectures or [])):
         raise LabkitError(f"{name!r} is a {cfg.architectures or cfg.model_type} model, not a causal LM; "

@@ -102,13 +102,16 @@ def zero_shot_cot_stage2(question: str, reasoning: str) -> str:
     return f"{zero_shot_cot(question)} {reasoning.strip()} {ANSWER_TRIGGER}"
 
 
+EXEMPLAR_STEPS = (2, 3, 1, 2, 3, 1, 4, 2)  # steps of the fixed few-shot exemplars: k <= 8
+
+
 def exemplars(k: int) -> list[dict]:
     """k fixed worked exemplars from the *train* split (1-4 steps, as Wei et al. use a fixed set)."""
     from . import data
 
     if k < 0:
         raise LabkitError(f"k must be >= 0, got {k}")
-    steps = [2, 3, 1, 2, 3, 1, 4, 2]
+    steps = EXEMPLAR_STEPS
     if k > len(steps):
         raise LabkitError(f"only {len(steps)} exemplars are defined; use k <= {len(steps)}")
     return [data.word_problems(1, seed=1000 + i, split="train", n_steps=s)[0] for i, s in enumerate(steps[:k])]
@@ -192,26 +195,16 @@ def majority_vote(answers: list[str | None]) -> str | None:
 def load_model(name: str | None = None, device: str = "cpu"):
     """``(model, tokenizer)``: ``name``, else ``LABKIT_MODEL``, else the committed ``lab-cot``.
 
-    ``lab-cot`` is read from ``data/models/lab-cot`` with the lab tokenizer; anything else goes
-    through `labkit.models.load` (a local Hugging Face causal LM and its own tokenizer).
+    Everything goes through `labkit.models.load`, which reads local files only: ``lab-cot`` from
+    ``data/models/lab-cot`` with the lab tokenizer, ``smollm2-135m`` from its install directory, a
+    learner's own Hugging Face causal LM with its own tokenizer.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from . import models
 
     name = name or os.environ.get("LABKIT_MODEL") or COT_MODEL
-    if name == COT_MODEL:
-        path = models.checkpoint_dir(COT_MODEL)
-        if not (path / "model.safetensors").exists():
-            raise LabkitError(f"no checkpoint in {path}; create it with `python -m labkit.cot_model`")
-        from transformers.utils import logging as hf_logging
-
-        from .tokenizer import load_tokenizer
-
-        hf_logging.disable_progress_bar()
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        return model.to(device).eval(), load_tokenizer()
+    if name == COT_MODEL and not (models.checkpoint_dir(COT_MODEL) / "model.safetensors").exists():
+        raise LabkitError(f"no checkpoint in {models.checkpoint_dir(COT_MODEL)}; restore it with "
+                          "`git checkout -- data/models/lab-cot` or rebuild it with `python -m labkit.cot_model`")
     try:
         return models.load(name, device=device)
     except LabkitError:
@@ -378,12 +371,12 @@ def evaluate(model, tokenizer, problems: list[dict], strategy: str, *, k: int = 
         def generate(prompts, max_new, temperature=0.0, seed=seed, stop=None):
             return generate_batch(model, tokenizer, prompts, max_new, temperature=temperature, seed=seed,
                                   stop=stop, chat=chat, strategy=strategy, batch_size=batch_size)
-    from tqdm.auto import tqdm
+    from .progress import progress as progress_bar
 
     questions = [p["question"] for p in problems]
     golds = [normalize_number(str(p["answer"])) for p in problems]
     records: list[Record] = []
-    bar = tqdm(total=len(problems), desc=strategy, disable=not progress, leave=False)
+    bar = progress_bar(total=len(problems), desc=strategy, disable=not progress, leave=False)
     for start in range(0, len(problems), batch_size):
         qs, gs = questions[start:start + batch_size], golds[start:start + batch_size]
         steps = [p.get("n_steps", 0) for p in problems[start:start + batch_size]]
@@ -459,6 +452,31 @@ def format_table(results: dict[str, EvalResult]) -> str:
     return "\n".join(lines)
 
 
+def _check_out_path(out: str, flag: str = "--out") -> None:
+    """Fail before an evaluation, not after it, when its summary could not be written."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise LabkitError(f"{flag} {out} is a directory; give a file name, e.g. {path / 'cot.json'}")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise LabkitError(f"directory {parent} {what}; create it or choose another {flag}")
+    if not os.access(parent, os.W_OK):
+        raise LabkitError(f"directory {parent} is not writable; choose another {flag}")
+
+
+def _check_cli_args(args) -> None:
+    """The `cot` command's numbers and --out path, checked before any model loads."""
+    if args.n is not None and args.n < 1:
+        raise LabkitError(f"--n must be at least 1 (problems to evaluate), got {args.n}")
+    if not 0 <= args.k <= len(EXEMPLAR_STEPS):
+        raise LabkitError(f"--k must be 0-{len(EXEMPLAR_STEPS)} (few-shot exemplars), got {args.k}")
+    if args.samples < 1:
+        raise LabkitError(f"--samples must be at least 1 (self-consistency samples), got {args.samples}")
+    if args.out:
+        _check_out_path(args.out)
+
+
 def main(argv: list[str]) -> int:
     from . import cli, env
 
@@ -473,10 +491,11 @@ def main(argv: list[str]) -> int:
     profile = env.check_profile(args.profile) if args.profile else env.profile()
     if args.steps not in range(1, 6):
         raise LabkitError(f"--steps must be 1-5, got {args.steps}")
+    _check_cli_args(args)  # every cheap check before the model loads
     n = args.n or env.by_profile(12, 100, 100, profile_name=profile)
+    problems = held_out(args.steps, n)  # too few committed problems: say so before loading a model
     env.seed_everything(0)
     model, tok = load_model(args.model, device=str(env.device()))
-    problems = held_out(args.steps, n)
     res = compare(model, tok, problems, k=args.k, n=args.samples, progress=not args.json)
     print(format_table(res))
     if args.json:
@@ -496,7 +515,7 @@ def main(argv: list[str]) -> int:
         for s, r in res.items():
             summary.update({f"{s}_acc": round(r.accuracy, 4), f"{s}_ci": [round(x, 4) for x in r.ci],
                             f"{s}_tokens": round(r.mean_tokens, 1)})
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+        Path(args.out).expanduser().write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 

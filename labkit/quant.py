@@ -19,6 +19,12 @@ against `bitsandbytes`:
   no 16-bit copy of the weight is ever kept (QLoRA's base model);
 * **quantize_model** -- swap a model's linear layers for labkit's or
   bitsandbytes' 4-bit layer.
+
+One deliberate difference from bitsandbytes: a NaN or inf in a tensor to
+quantize is an error here. bitsandbytes propagates it without a word -- the
+absmax of its block (row, tensor) becomes NaN/inf, so every value sharing that
+scale comes back NaN -- while labkit names how many values, where, and asks
+for the tensor to be cleaned or clipped first.
 """
 from __future__ import annotations
 
@@ -47,6 +53,47 @@ def _check_float(x: torch.Tensor, what: str) -> None:
         raise LabkitError(f"{what} needs a float32, bfloat16 or float16 tensor, got {x.dtype}")
 
 
+def _listed(items: list[int], most: int = 5) -> str:
+    shown = ", ".join(str(i) for i in items[:most])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > most else "")
+
+
+def _check_finite(x: torch.Tensor, what: str, *, blocksize: int | None = None, dim: int | None = None,
+                  allow_inf: bool = False) -> None:
+    """Refuse NaN/inf: one of them makes the absmax of its whole block (row, tensor) NaN/inf.
+
+    bitsandbytes quantizes such a tensor without a word: the block's absmax becomes NaN (or
+    inf, and 0 x inf = NaN), so every value sharing that scale dequantizes to NaN. Here the
+    learner is told how many values, in which blocks (``blocksize``: blocks of the flattened
+    tensor), rows (``dim``: one scale per slice along ``dim``) or tensor (neither), and where
+    the first one is. ``allow_inf``: only NaN is refused (LLM.int8 multiplies +-inf outliers in
+    16-bit, where they propagate as in any float matmul).
+    """
+    bad = torch.isnan(x) if allow_inf else ~torch.isfinite(x)
+    if not bool(bad.any()):
+        return
+    n_bad = int(bad.sum())
+    first = tuple(int(i) for i in torch.nonzero(bad)[0].tolist())
+    kind = "NaN" if allow_inf else "non-finite (NaN/inf)"
+    plural = "s" if n_bad > 1 else ""
+    if blocksize is not None:
+        blocks = torch.unique(torch.nonzero(bad.reshape(-1)).flatten() // blocksize).tolist()
+        where = (f"in block{'s' if len(blocks) > 1 else ''} {_listed(blocks)} (blocks of {blocksize} values "
+                 f"of the flattened tensor; each shares one absmax)")
+    elif dim is not None and x.dim() > 1:
+        d = dim % x.dim()
+        rest = bad.any(dim=d)
+        groups = [tuple(int(i) for i in g) for g in torch.nonzero(rest).tolist()]
+        label = "row" if x.dim() == 2 else "slice"
+        names = [str(g[0]) if len(g) == 1 else str(g) for g in groups]
+        where = f"in {label}{'s' if len(groups) > 1 else ''} {_listed(names)} (one absmax per {label})"
+    else:
+        where = "in a tensor that shares one absmax"
+    raise LabkitError(f"{what}: {n_bad} {kind} value{plural} {where}, the first at index {first}: the scale "
+                      f"becomes NaN/inf and every value sharing it dequantizes to NaN (bitsandbytes would do "
+                      f"this silently); clean or clip the tensor first, e.g. torch.nan_to_num(x) or x.clamp(-c, c)")
+
+
 # ---------------------------------------------------------------------------
 # absmax int8: per tensor and vector-wise
 # ---------------------------------------------------------------------------
@@ -56,8 +103,10 @@ def absmax_quantize(x: torch.Tensor, dim: int | None = None) -> tuple[torch.Tens
     ``dim=None``: one absmax for the whole tensor. ``dim=-1``: one per row
     ("vector-wise", what ``bitsandbytes.functional.int8_vectorwise_quant``
     computes; absmax keeps the reduced dimension, so it broadcasts back).
+    A NaN or inf would turn its whole row (tensor) to NaN: a `LabkitError` says where.
     """
     _check_float(x, "absmax_quantize")
+    _check_finite(x, "absmax_quantize", dim=dim)
     if dim is None:
         absmax = x.abs().amax().float()
     else:
@@ -81,6 +130,8 @@ def int8_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """
     _check_float(x, "int8_matmul")
     _check_float(w, "int8_matmul")
+    _check_finite(x, "int8_matmul (input x)", dim=-1)
+    _check_finite(w, "int8_matmul (weight w)", dim=-1)
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
     qx, sx = absmax_quantize(x2, dim=-1)
@@ -108,6 +159,9 @@ def llm_int8_matmul(x: torch.Tensor, w: torch.Tensor, threshold: float = LLM_INT
     4. the two add up.
     """
     _check_float(x, "llm_int8_matmul")
+    _check_float(w, "llm_int8_matmul")
+    _check_finite(x, "llm_int8_matmul (input x)", dim=-1, allow_inf=True)   # +-inf: an outlier, in 16-bit
+    _check_finite(w, "llm_int8_matmul (weight w)", dim=-1)
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
     cols = outlier_columns(x2, threshold)
@@ -172,10 +226,15 @@ def nf4_quantize(w: torch.Tensor, blocksize: int = NF4_BLOCKSIZE) -> tuple[torch
     Blocks are consecutive ``blocksize`` values of the flattened tensor. In
     each block: ``absmax``, ``x / absmax`` in [-1, 1], the nearest NF4 level
     (an exact midpoint goes to the lower level), codes packed two per byte.
-    Bit-identical to bitsandbytes (whose packed tensor is shaped (numel/2, 1)).
+    Bit-identical to bitsandbytes (whose packed tensor is shaped (numel/2, 1)) on finite
+    tensors. A NaN or inf is where the two part: bitsandbytes propagates it silently (the
+    block's absmax becomes NaN/inf, so all ``blocksize`` values of the block dequantize to
+    NaN); this teaching copy raises a `LabkitError` naming how many values, which blocks and
+    the first index, and asks for the tensor to be cleaned or clipped first.
     """
     _check_float(w, "nf4_quantize")
     _check_blocks(w.numel(), blocksize, "NF4-quantize")
+    _check_finite(w, "nf4_quantize", blocksize=blocksize)
     blocks = w.reshape(-1, blocksize).float()
     absmax = blocks.abs().amax(dim=1)
     scaled = torch.clamp(blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1), -1, 1)
@@ -229,9 +288,11 @@ def blockwise_quantize(x: torch.Tensor, code: torch.Tensor = DYNAMIC_MAP,
 
     Each value is divided by its block's absmax and mapped to the nearest code
     value (a tie goes to the lower one). A last, shorter block is allowed: the
-    number of blocks of a weight matrix rarely divides by 256.
+    number of blocks of a weight matrix rarely divides by 256. NaN/inf: a `LabkitError`
+    (bitsandbytes would silently make the whole block NaN).
     """
     _check_float(x, "blockwise_quantize")
+    _check_finite(x, "blockwise_quantize", blocksize=blocksize)
     flat = x.reshape(-1).float()
     n = flat.numel()
     n_blocks = -(-n // blocksize)

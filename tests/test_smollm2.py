@@ -157,6 +157,18 @@ def test_directory_with_config_but_no_weights(tmp_path, tiny_config):
         models.load(str(tmp_path))
 
 
+def test_config_without_architectures_is_judged_by_model_type(tmp_path, tiny_config):
+    from transformers import T5Config
+
+    tiny_config.architectures = None
+    tiny_config.save_pretrained(tmp_path / "llama")
+    with pytest.raises(LabkitError, match="no model.safetensors"):  # a Llama: gets past the causal-LM check
+        models.load(str(tmp_path / "llama"))
+    T5Config(d_model=32, num_layers=1, num_heads=2, d_ff=64, vocab_size=100).save_pretrained(tmp_path / "t5")
+    with pytest.raises(LabkitError, match="not a causal LM"):  # an encoder-decoder
+        models.load(str(tmp_path / "t5"))
+
+
 def test_directory_with_weights_but_no_tokenizer(tmp_path, tiny_config):
     _save_tiny(tmp_path, tiny_config, tokenizer=False)
     with pytest.raises(LabkitError, match="no tokenizer"):
