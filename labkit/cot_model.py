@@ -28,6 +28,10 @@ each continues from the previous one with fresh problems and a lower learning ra
 
 ``data/models/lab-cot/training.json`` records every round; ``eval_3step.json`` the evaluation
 (``python -m labkit cot --profile cpu --json``).
+
+Without ``--out`` the model goes to ``data/models/lab-cot``; as that holds the committed model,
+the command then stops before training unless ``--force`` is given (the rounds above name
+their ``--out`` explicitly).
 """
 from __future__ import annotations
 
@@ -145,23 +149,25 @@ def packed_batches(tokenizer, batch_size: int, seq_len: int, seed: int = 0):
 def train_cot_model(steps: int = 1400, batch_size: int = 8, seq_len: int = 384, lr: float = 1e-3,
                     seed: int = 0, out: str | Path | None = None, log: str | Path | None = None,
                     save_every: int = 200, eval_every: int = 400, command: str = "",
-                    stop_after: int | None = None, init: str = "lab-tiny") -> dict:
+                    stop_after: int | None = None, init: str = "lab-tiny", force: bool = False) -> dict:
     """Fully fine-tune lab-tiny into lab-cot; save bf16 safetensors + training.json into ``out``.
 
     ``stop_after``: end after that many steps of a ``steps``-long schedule (the learning rate has
     not fully decayed); this is how a run cut short by its time budget is reproduced exactly.
     ``init``: "lab-tiny", or a checkpoint directory to continue from (a second round).
+    ``out`` defaults to ``data/models/lab-cot``; a model already there (the committed one) is
+    replaced only with ``force=True`` -- checked before any training.
     """
     from . import env, models
     from .train import TrainConfig, train
 
+    out = Path(out) if out else default_out(force)
     env.seed_everything(seed)
     model, tok = models.load("lab-tiny")
     if init != "lab-tiny":
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
-    out = Path(out or models.checkpoint_dir(P.COT_MODEL))
     logf = open(log, "a") if log else None
     t0 = time.perf_counter()
     curve = {"step": [], "zero_shot_cot_acc": [], "direct_acc": []}
@@ -213,6 +219,21 @@ def train_cot_model(steps: int = 1400, batch_size: int = 8, seq_len: int = 384, 
     return summary
 
 
+def default_out(force: bool = False) -> Path:
+    """``data/models/lab-cot``, unless it already holds a model and ``force`` is not set."""
+    from . import models
+
+    out = models.checkpoint_dir(P.COT_MODEL)
+    if (out / "model.safetensors").exists() and not force:
+        try:
+            shown = out.resolve().relative_to(Path.cwd().resolve())
+        except ValueError:
+            shown = out
+        raise LabkitError(f"{shown} already holds a committed model; pass --out DIR for a new one, "
+                          "or --force to replace it")
+    return out
+
+
 class _Stop(Exception):
     """Raised by the training callback to end a run at ``stop_after`` steps."""
 
@@ -248,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq-len", type=int, default=384)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help="output directory (default data/models/lab-cot, "
+                                                 "which holds the committed model: needs --force)")
+    ap.add_argument("--force", action="store_true", help="without --out: replace data/models/lab-cot")
     ap.add_argument("--log", default=None)
     ap.add_argument("--eval-every", type=int, default=400)
     ap.add_argument("--stop-after", type=int, default=None, help="end early on the same schedule")
@@ -256,10 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     summary = train_cot_model(args.steps, args.batch_size, args.seq_len, args.lr, args.seed, args.out,
                               args.log, eval_every=args.eval_every,
-                              stop_after=args.stop_after, init=args.init)
+                              stop_after=args.stop_after, init=args.init, force=args.force)
     print(json.dumps({k: summary[k] for k in ("steps", "final_train_loss", "quick_eval_curve", "seconds")}))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import sys
+
+    from . import cli
+
+    raise SystemExit(cli.run(main, sys.argv[1:]))

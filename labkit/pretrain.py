@@ -10,6 +10,10 @@ returns them as fp32.
 The model is a small Llama (see ``labkit.models``); the data is the synthetic
 general corpus from ``labkit.data``, tokenized with the lab tokenizer and cut
 into random windows; the loop is the shared ``labkit.train.train``.
+
+Without ``--out`` the model goes to ``data/models/<model>``; when that already
+holds a model (``lab-tiny`` is committed) the command stops before training
+unless ``--force`` is given -- pass ``--out DIR`` for a new model instead.
 """
 from __future__ import annotations
 
@@ -31,10 +35,14 @@ SAMPLE_PROMPTS = ["The capital of", "On Monday morning", "Anna is a"]
 
 def pretrain(name: str = "lab-tiny", *, steps: int = 3000, batch_size: int = 16, seq_len: int = 256,
              lr: float = 3e-3, n_docs: int = 40000, seed: int = 0, out: str | Path | None = None,
-             device: str | None = None, progress: bool = True) -> dict:
-    """Train ``name`` from scratch; save it (safetensors) with ``training.json``; return the summary."""
+             device: str | None = None, progress: bool = True, force: bool = False) -> dict:
+    """Train ``name`` from scratch; save it (safetensors) with ``training.json``; return the summary.
+
+    ``out`` defaults to ``data/models/<name>``; a model already there (the committed lab-tiny)
+    is replaced only with ``force=True`` -- checked before any training."""
     if name not in ("lab-tiny", "lab-small"):
         raise LabkitError(f"pretrain builds lab models only (lab-tiny, lab-small), not {name!r}")
+    out_dir = Path(out) if out else default_out(name, force=force)
     dev = torch.device(device) if device else env.device()
     env.seed_everything(seed)
     tokenizer = load_tokenizer()
@@ -75,11 +83,26 @@ def pretrain(name: str = "lab-tiny", *, steps: int = 3000, batch_size: int = 16,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "samples": samples,
     }
-    out_dir = Path(out) if out else models.checkpoint_dir(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to(torch.bfloat16).save_pretrained(out_dir, safe_serialization=True)
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def default_out(name: str, force: bool = False) -> Path:
+    """``data/models/<name>``, unless it already holds a model and ``force`` is not set."""
+    out_dir = models.checkpoint_dir(name)
+    if (out_dir / "model.safetensors").exists() and not force:
+        raise LabkitError(f"{_shown(out_dir)} already holds a committed model; pass --out DIR for a new one, "
+                          "or --force to replace it")
+    return out_dir
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def main(argv: list[str]) -> int:
@@ -94,14 +117,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--docs", type=int, default=40000, help="general-corpus documents generated for training")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
-    p.add_argument("--out", default=None, help="output directory (default data/models/<model>)")
+    p.add_argument("--out", default=None, help="output directory (default data/models/<model>, "
+                                                "which must not hold a model yet unless --force)")
+    p.add_argument("--force", action="store_true",
+                   help="without --out: replace the model in data/models/<model> (e.g. the committed lab-tiny)")
     args = p.parse_args(argv)
     if min(args.steps, args.batch_size, args.seq_len, args.docs) <= 0:
         raise LabkitError("--steps, --batch-size, --seq-len and --docs must be positive")
     start = time.time()
     summary = pretrain(args.model, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
                        lr=args.lr, n_docs=args.docs, seed=args.seed, out=args.out, device=args.device,
-                       progress=not args.json)
+                       progress=not args.json, force=args.force)
     if args.json:
         cli.emit_json(summary)
     else:

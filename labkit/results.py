@@ -3,6 +3,10 @@
 Every file in ``data/results/`` starts with one ``#`` line of metadata (GPU,
 torch version, date, exact command), then a normal CSV header and rows. A
 notebook without a GPU plots these files and says which run they came from.
+
+``data/results/<name>_gpu.csv`` is written only by a full run of a
+``labkit/bench`` script on a GPU; CPU and ``--quick`` runs write into the
+git-ignored ``data/results/local/`` (see `write_bench_csv`).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from pathlib import Path
 from .errors import LabkitError
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "data" / "results"
+LOCAL_DIR = RESULTS_DIR / "local"   # git-ignored: what CPU and --quick bench runs write
 
 
 def run_metadata(command: str | None = None) -> dict:
@@ -59,20 +64,65 @@ def write_csv(path: str | Path, rows: list[dict], metadata: dict | None = None) 
     return path
 
 
-def write_bench_csv(name: str, rows: list[dict], *, device, quick: bool, out: str | Path | None = None,
-                    metadata: dict | None = None) -> Path | None:
-    """Where a ``labkit/bench`` script's rows go: ``out`` if given, else ``data/results/<name>_gpu.csv``
-    -- but only for a real run on CUDA. A CPU or ``--quick`` run only checks the code path and must
-    never overwrite a committed GPU measurement, so it writes nothing. Returns the path written."""
+def is_full_gpu_run(device, quick: bool) -> bool:
+    """Only a full (not ``--quick``) run on CUDA measures what ``data/results/*_gpu.csv`` holds."""
     import torch
 
-    if out is None:
-        if torch.device(device).type != "cuda" or quick:
-            return None
-        out = RESULTS_DIR / f"{name}_gpu.csv"
-    path = write_csv(out, rows, metadata)
-    print(f"wrote {path}")
+    return torch.device(device).type == "cuda" and not quick
+
+
+def bench_csv_path(name: str, *, device, quick: bool, out: str | Path | None = None) -> Path:
+    """Where a ``labkit/bench`` script's output goes; call it before the run, so a bad ``--out``
+    stops the script before it measures anything.
+
+    * a full run on CUDA: ``out``, else the committed ``data/results/<name>_gpu.csv``;
+    * a CPU or ``--quick`` run only checks the code path: ``out``, else the git-ignored
+      ``data/results/local/<name>_<device type>[_quick].csv`` -- never a committed GPU file,
+      and an ``out`` named ``*_gpu.csv`` is refused (a CPU number in a GPU file is a silent
+      wrong number)."""
+    import torch
+
+    if is_full_gpu_run(device, quick):
+        return Path(out) if out is not None else RESULTS_DIR / f"{name}_gpu.csv"
+    if out is not None:
+        out = Path(out)
+        if out.name.endswith("_gpu.csv"):
+            raise LabkitError(f"--out {out}: a CPU or --quick run may not write a *_gpu.csv file (those hold "
+                              f"full GPU measurements); drop --out (it then writes {_shown(LOCAL_DIR)}/) "
+                              "or choose another name")
+        return out
+    kind = torch.device(device).type + ("_quick" if quick else "")
+    return LOCAL_DIR / f"{name}_{kind}.csv"
+
+
+def bench_wrote_message(path: str | Path, name: str, *, device, quick: bool) -> str:
+    """The line a bench script prints after writing ``path``: it says when it was not a full GPU run."""
+    line = f"wrote {_shown(path)}"
+    if not is_full_gpu_run(device, quick):
+        line += (f" (a CPU/--quick run; {_shown(RESULTS_DIR / f'{name}_gpu.csv')} is written only by a "
+                 "full run on a GPU)")
+    return line
+
+
+def write_bench_csv(name: str, rows: list[dict], *, device, quick: bool, out: str | Path | None = None,
+                    metadata: dict | None = None) -> Path:
+    """Write a ``labkit/bench`` script's rows where `bench_csv_path` says, print where, return the path.
+
+    A full run on CUDA writes ``out`` or ``data/results/<name>_gpu.csv``; a CPU or ``--quick`` run
+    writes ``out`` or ``data/results/local/<name>_<device>[_quick].csv`` (git-ignored) and never
+    a committed GPU measurement."""
+    path = write_csv(bench_csv_path(name, device=device, quick=quick, out=out), rows, metadata)
+    print(bench_wrote_message(path, name, device=device, quick=quick), flush=True)
     return path
+
+
+def _shown(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies under it (shorter to read), else as is."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def read_csv(path: str | Path) -> tuple[dict, list[dict]]:

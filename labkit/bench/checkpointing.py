@@ -1,7 +1,7 @@
 """Activation memory and step time of gradient-checkpointing layouts (lab 03).
 
-    python -m labkit.bench.checkpointing --out data/results/checkpointing_gpu.csv
-    python -m labkit.bench.checkpointing --quick --device cpu --out /tmp/checkpointing_cpu.csv
+    python -m labkit.bench.checkpointing                      # on a GPU: writes data/results/checkpointing_gpu.csv
+    python -m labkit.bench.checkpointing --quick --device cpu # seconds: data/results/local/checkpointing_cpu_quick.csv
 
 Builds a 1B-class model with random weights (default ``llama-3.2-1b``; memory
 and speed do not depend on the weights), then for each layout -- no
@@ -29,12 +29,13 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
+import sys
 import time
 
 import torch
 
 from .. import checkpointing as ck
-from .. import env, memory, models, results, train
+from .. import cli, env, memory, models, results, train
 from ..errors import LabkitError
 
 LAYOUTS = ("none", "every=4", "every=2", "every=1", "sqrt", "hf")
@@ -239,8 +240,10 @@ def run(model_name: str, batch_size: int, seq_len: int, precision: str, repeats:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(results.RESULTS_DIR / "checkpointing_gpu.csv"))
+    p = argparse.ArgumentParser(prog="python -m labkit.bench.checkpointing", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=None,
+                   help="CSV to write (default: data/results/checkpointing_gpu.csv on a full GPU run, else "
+                        "data/results/local/checkpointing_<device>[_quick].csv)")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--quick", action="store_true", help="a 4-layer lab model, tiny batch: tests the code path in seconds")
     p.add_argument("--model", default=None)
@@ -250,19 +253,16 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default=None, choices=("fp32", "bf16-mixed", "fp16-mixed"))
     p.add_argument("--repeats", type=int, default=None)
     args = p.parse_args(argv)
+    results.bench_csv_path("checkpointing", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here
     opts = dict(QUICK_DEFAULTS if args.quick else {**GPU_DEFAULTS, "layers": None})
     for key in ("model", "layers", "batch_size", "seq_len", "precision", "repeats"):
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
     rows = run(opts["model"], opts["batch_size"], opts["seq_len"], opts["precision"], opts["repeats"],
                device=args.device, layers=opts["layers"])
-    path = results.write_csv(args.out, rows)
-    print(f"wrote {path}")
+    results.write_bench_csv("checkpointing", rows, device=args.device, quick=args.quick, out=args.out)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except LabkitError as exc:
-        raise SystemExit(f"error: {exc}")
+    raise SystemExit(cli.run(main, sys.argv[1:]))

@@ -1,7 +1,8 @@
 """LoRA training-step speed and peak memory: labkit.lora vs peft on real architectures (lab 04).
 
     python -m labkit.bench.lora                          # on a GPU: writes data/results/lora_gpu.csv (~2 min, H100)
-    python -m labkit.bench.lora --quick --device cpu     # the same code path, tiny model, no GPU, no CSV
+    python -m labkit.bench.lora --quick --device cpu     # the same code path, tiny model, no GPU:
+                                                         #   data/results/local/lora_cpu_quick.csv
 
 For each model (random weights, bf16, built with `labkit.models.build`) and each
 target set (q,v and all-linear), it injects LoRA with labkit and with peft in
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
 
-from .. import env, lora, models, results
+from .. import cli, env, lora, models, results
 
 TARGETS = {"q,v": ("q_proj", "v_proj"), "all-linear": "all-linear"}
 DEFAULT_MODELS = ("llama-3.2-1b", "llama-2-7b")
@@ -131,7 +133,8 @@ def run(model_names=DEFAULT_MODELS, r: int = 16, alpha: float = 32, steps: int =
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m labkit.bench.lora", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None,
-                   help="CSV to write (default data/results/lora_gpu.csv on CUDA; nothing on CPU)")
+                   help="CSV to write (default: data/results/lora_gpu.csv on a full GPU run, else "
+                        "data/results/local/lora_<device>[_quick].csv)")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=models.names())
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--alpha", type=float, default=32)
@@ -139,10 +142,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="a tiny random model and 2 steps: checks the code path")
     args = p.parse_args(argv)
+    results.bench_csv_path("lora", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here
     rows = run(args.models, r=args.r, alpha=args.alpha, steps=args.steps, device=args.device, quick=args.quick)
     results.write_bench_csv("lora", rows, device=args.device, quick=args.quick, out=args.out)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main, sys.argv[1:]))

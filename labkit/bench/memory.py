@@ -1,9 +1,13 @@
 """Estimated vs measured peak memory of real training steps (lab 01).
 
-    python3 -m labkit.bench.memory --out data/results/memory_gpu.csv        # on a GPU, ~6 minutes on an H100
-    python3 -m labkit.bench.memory --quick --device cpu --out /tmp/m.csv     # same code path, tiny models, no GPU
+    python3 -m labkit.bench.memory                        # on a GPU: data/results/memory_gpu.csv, ~6 min on an H100
+    python3 -m labkit.bench.memory --quick --device cpu   # same code path, tiny models, no GPU:
+                                                          #   data/results/local/memory_cpu_quick.csv (git-ignored)
     python3 -m labkit.bench.memory --calibrate --out /tmp/calib.json        # what CUDA kernels save / allocate
     python3 -m labkit.bench.memory --reestimate data/results/memory_gpu.csv  # new estimator, same measurements
+
+Only a full run on CUDA writes ``data/results/memory_gpu.csv``; a CPU or ``--quick``
+run writes ``data/results/local/`` (or ``--out``, which may then not be a ``*_gpu.csv``).
 
 For each configuration the model is built on the device with random weights
 (`labkit.models.build`), wrapped with peft LoRA (q_proj, v_proj) or -- for
@@ -30,12 +34,14 @@ import copy
 import gc
 import json
 import statistics
+import sys
 import time
 import traceback
+from pathlib import Path
 
 import torch
 
-from .. import memory, models, results
+from .. import cli, memory, models, results
 from ..errors import LabkitError
 
 TARGETS = ("q_proj", "v_proj")
@@ -404,10 +410,18 @@ def reestimate(path: str, device: str = "cuda", cache_values_follow_keys: bool |
     from the installed transformers."""
     import csv
 
+    if not Path(path).is_file():
+        raise LabkitError(f"--reestimate {path}: no such file (e.g. data/results/memory_gpu.csv)")
     with open(path) as f:
         first = f.readline()
         meta = json.loads(first[1:]) if first.startswith("#") else {}
         rows = list(csv.DictReader(f if first.startswith("#") else [first, *f]))
+    needed = ("model", "batch_size", "seq_len", "precision", "optimizer", "gradient_checkpointing", "lora_rank",
+              "quantization", "attn_implementation", "status", "measured_peak_bytes")
+    missing = [k for k in needed if not rows or k not in rows[0]]
+    if missing:
+        raise LabkitError(f"{path} is not a labkit.bench.memory CSV (no {', '.join(missing)} column); "
+                          "nothing was rewritten")
     if "cache_values_follow_keys" not in meta and cache_values_follow_keys is not None:
         meta["cache_values_follow_keys"] = cache_values_follow_keys
         meta["cache_values_follow_keys_source"] = "given to --reestimate (not recorded by the measuring run)"
@@ -433,14 +447,17 @@ def reestimate(path: str, device: str = "cuda", cache_values_follow_keys: bool |
 
 # ---------------------------------------------------------------------------
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(results.RESULTS_DIR / "memory_gpu.csv"))
+    p = argparse.ArgumentParser(prog="python -m labkit.bench.memory", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=None,
+                   help="CSV to write (default: data/results/memory_gpu.csv on a full GPU run, else "
+                        "data/results/local/memory_<device>[_quick].csv; with --calibrate a JSON report)")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--quick", action="store_true", help="tiny models: tests the code path in seconds")
     p.add_argument("--calibrate", action="store_true", help="write a JSON report of what CUDA kernels save")
     p.add_argument("--only", default=None, help="run only rows whose model name contains this")
     p.add_argument("--reestimate", metavar="CSV", default=None,
-                   help="recompute the estimate columns of a measured CSV (no GPU needed)")
+                   help="recompute the estimate columns of a measured CSV in place (no GPU needed; "
+                        "the measured columns and the metadata stay)")
     p.add_argument("--cache-values-follow-keys", choices=("auto", "yes", "no"), default="auto",
                    help="with --reestimate and a CSV that does not record it: did the measuring transformers "
                         "cache values in the keys' dtype (5.17: yes)?")
@@ -448,17 +465,26 @@ def main(argv=None) -> int:
     if args.reestimate:
         follow = {"auto": None, "yes": True, "no": False}[args.cache_values_follow_keys]
         print(reestimate(args.reestimate, args.device, follow))
+        print(f"rewrote the estimate columns of {args.reestimate} (measured columns unchanged)")
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         raise LabkitError("no CUDA GPU here; run with --device cpu --quick to test the code path")
     if args.calibrate:
-        with open(args.out, "w") as f:
-            json.dump(calibrate(args.device), f, indent=1, default=str)
-        print(f"wrote {args.out}")
+        out = Path(args.out) if args.out else results.LOCAL_DIR / f"memory_calibration_{args.device}.json"
+        if out.suffix == ".csv":
+            raise LabkitError(f"--out {out}: the calibration report is JSON; choose a .json name")
+        report = calibrate(args.device)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(report, f, indent=1, default=str)
+        print(f"wrote {out}")
         return 0
+    path = results.bench_csv_path("memory", device=args.device, quick=args.quick, out=args.out)
     rows = QUICK_ROWS if args.quick else FULL_ROWS
     if args.only:
         rows = [r for r in rows if args.only in r["model"]]
+        if not rows:
+            raise LabkitError(f"--only {args.only!r} matches no row's model")
     t0 = time.perf_counter()
     meta = results.run_metadata()
     meta["cache_values_follow_keys"] = memory._cache_values_follow_keys()
@@ -469,11 +495,11 @@ def main(argv=None) -> int:
             meta[package] = None
     meta["compare"] = ("estimated_bytes = estimate(device).peak_allocated (no CUDA context) "
                        "vs measured_peak_bytes = torch.cuda.max_memory_allocated() of the measured step")
-    out = run(rows, args.device, args.out, meta)
-    stats = summary(out)
-    print(f"{stats} in {time.perf_counter() - t0:.0f} s; wrote {args.out}", flush=True)
+    out = run(rows, args.device, path, meta)
+    print(f"{summary(out)} in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(results.bench_wrote_message(path, "memory", device=args.device, quick=args.quick), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main, sys.argv[1:]))

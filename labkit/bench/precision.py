@@ -1,7 +1,8 @@
 """Training-step time and peak memory per precision on a GPU (lab 02).
 
-    python -m labkit.bench.precision                        # GPU: about 1 min on an H100
-    python -m labkit.bench.precision --quick --device cpu   # seconds: checks the code path, writes nothing
+    python -m labkit.bench.precision                        # GPU: about 1 min on an H100; data/results/precision_gpu.csv
+    python -m labkit.bench.precision --quick --device cpu   # seconds: checks the code path;
+                                                            #   data/results/local/precision_cpu_quick.csv
 
 The model is a stack of Llama-2-7B-shaped decoder layers (hidden 4096, MLP
 11008, 32 heads, vocab 32000; 4 layers by default, ~1.07B parameters) with
@@ -25,7 +26,7 @@ import time
 
 import torch
 
-from .. import env, models, results, train
+from .. import cli, env, models, results, train
 from ..errors import LabkitError
 from ..precision import DynamicLossScaler
 
@@ -159,9 +160,10 @@ def run(*, layers: int | None = None, batch_size: int | None = None, seq_len: in
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m labkit.bench.precision", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None,
-                   help="CSV to write (default on a GPU: data/results/precision_gpu.csv; on CPU: none)")
+                   help="CSV to write (default: data/results/precision_gpu.csv on a full GPU run, else "
+                        "data/results/local/precision_<device>[_quick].csv)")
     p.add_argument("--layers", type=int, default=None,
                    help="Llama-2-7B-shaped decoder layers (default: 4 on an 80 GB GPU, fewer on smaller ones)")
     p.add_argument("--batch-size", type=int, default=None, help="default: 16 on an 80 GB GPU, less on smaller ones")
@@ -171,18 +173,16 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="a toy model and 3 steps: test the code path")
     p.add_argument("--device", default=None, help="cuda (default when present) or cpu (with --quick)")
     args = p.parse_args(argv)
-    try:
-        rows = run(layers=args.layers, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps,
-                   warmup=args.warmup, quick=args.quick, device=args.device)
-    except LabkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    device = args.device or env.device()
+    results.bench_csv_path("precision", device=device, quick=args.quick, out=args.out)  # a bad --out stops here
+    rows = run(layers=args.layers, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps,
+               warmup=args.warmup, quick=args.quick, device=args.device)
     bf16 = next((r for r in rows if r["config"] == "bf16-mixed"), None)
     if bf16 and bf16["speedup_vs_fp32"]:
         print(f"bf16-mixed is {bf16['speedup_vs_fp32']:.1f}x faster per step than fp32")
-    results.write_bench_csv("precision", rows, device=args.device or env.device(), quick=args.quick, out=args.out)
+    results.write_bench_csv("precision", rows, device=device, quick=args.quick, out=args.out)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run(main, sys.argv[1:]))

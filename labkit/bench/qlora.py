@@ -1,7 +1,8 @@
 """QLoRA on a real 7B-shaped model: peak memory and step time, measured and estimated (lab 05).
 
     python -m labkit.bench.qlora                          # on a GPU: writes data/results/qlora_gpu.csv
-    python -m labkit.bench.qlora --quick --device cpu     # the same code path, tiny model, no GPU
+    python -m labkit.bench.qlora --quick --device cpu     # the same code path, tiny model, no GPU:
+                                                          #   data/results/local/qlora_cpu_quick.csv
 
 Llama-2-7B's architecture (`labkit.models.config("llama-2-7b")`) with random
 weights -- memory and speed do not depend on the values. For each group of
@@ -25,7 +26,7 @@ import time
 
 import torch
 
-from .. import env, lora, memory, models, quant, results
+from .. import cli, env, lora, memory, models, quant, results
 from ..errors import LabkitError
 
 GB = 1e9
@@ -274,14 +275,16 @@ def run(rows, cfg, device: torch.device, steps: int = 3, warmup: int = 2) -> lis
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m labkit.bench.qlora", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--quick", action="store_true", help="a 2-layer model and short sequences (tests the code path)")
     p.add_argument("--model", default="llama-2-7b", help="architecture to measure (default llama-2-7b)")
     p.add_argument("--steps", type=int, default=3, help="measured steps per row (after 2 warm-up steps)")
     p.add_argument("--out", default=None,
-                   help="CSV to write (default data/results/qlora_gpu.csv on CUDA; nothing on CPU)")
+                   help="CSV to write (default: data/results/qlora_gpu.csv on a full GPU run, else "
+                        "data/results/local/qlora_<device>[_quick].csv)")
     args = p.parse_args(argv)
+    results.bench_csv_path("qlora", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -294,25 +297,14 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = run(QUICK_ROWS if args.quick else FULL_ROWS, cfg, device, steps=args.steps)
     print(f"{len(rows)} rows in {time.perf_counter() - t0:.0f} s")
-    out = args.out or (str(results.RESULTS_DIR / "qlora_gpu.csv") if device.type == "cuda" else None)
-    if out:
-        meta = results.run_metadata()
-        meta["model"] = "quick (2-layer lab-tiny widths)" if args.quick else args.model
-        import bitsandbytes
+    meta = results.run_metadata()
+    meta["model"] = "quick (2-layer lab-tiny widths)" if args.quick else args.model
+    import bitsandbytes
 
-        meta["bitsandbytes"] = bitsandbytes.__version__
-        results.write_csv(out, rows, meta)
-        print(f"wrote {out}")
+    meta["bitsandbytes"] = bitsandbytes.__version__
+    results.write_bench_csv("qlora", rows, device=device, quick=args.quick, out=args.out, metadata=meta)
     return 0
 
 
-def _cli(argv=None) -> int:
-    try:
-        return main(argv)
-    except LabkitError as exc:            # one line, not a traceback (like `python -m labkit ...`)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
-    raise SystemExit(_cli())
+    raise SystemExit(cli.run(main, sys.argv[1:]))
