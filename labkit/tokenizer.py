@@ -10,7 +10,8 @@ The chat template wraps each turn in role markers and ends it with
 ``apply_chat_template(..., return_assistant_tokens_mask=True)`` tells which
 tokens an SFT loss should train on (lab 09).
 
-Retrain with ``python -m labkit tokenizer`` (writes ``data/tokenizer``).
+Retrain with ``python -m labkit tokenizer`` (rebuilds ``data/tokenizer``; a result that differs
+from the committed files needs ``--force``).
 """
 from __future__ import annotations
 
@@ -108,10 +109,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("--vocab-size", type=int, default=VOCAB_SIZE)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(TOKENIZER_DIR))
+    p.add_argument("--force", action="store_true", help="replace committed tokenizer files that would change")
     args = p.parse_args(argv)
     if args.vocab_size < 300:
         raise LabkitError("--vocab-size must be at least 300 (256 bytes + special tokens + merges)")
+    import tempfile
+
+    from . import artefacts
+
     tok = train_tokenizer(training_texts(args.seed), args.vocab_size)
-    tok.save_pretrained(args.out)
-    print(f"saved a {len(tok)}-token BPE tokenizer to {args.out}")
+    with tempfile.TemporaryDirectory(prefix="labkit-tokenizer-") as tmp:
+        tok.save_pretrained(tmp)  # built aside, then compared: a committed tokenizer is never silently replaced
+        status = artefacts.publish(Path(tmp), Path(args.out), force=args.force, what="tokenizer")
+    changed = sorted(name for name, s in status.items() if s != "unchanged")
+    print(f"{len(tok)}-token BPE tokenizer in {args.out}: "
+          + (f"written ({', '.join(changed)})" if changed else "unchanged (reproduced bit for bit)"))
     return 0

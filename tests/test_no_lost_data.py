@@ -161,3 +161,28 @@ def test_cot_model_defaults_keep_committed_lab_cot(repo_copy):
     assert _one_line_error(r) == ("error: data/models/lab-cot already holds a committed model; pass --out DIR "
                                   "for a new one, or --force to replace it")
     assert _status(repo_copy) == ""
+
+
+def test_data_rerun_reproduces_the_committed_corpora(repo_copy):
+    """`python -m labkit data` (as the README says) leaves the committed corpora byte for byte."""
+    r = _run(repo_copy, "-m", "labkit", "data")
+    assert r.returncode == 0, r.stderr
+    assert "unchanged" in r.stdout and "replaced" not in r.stdout
+    assert _status(repo_copy) == ""
+
+
+def test_tokenizer_that_would_differ_needs_force(repo_copy):
+    r = _run(repo_copy, "-m", "labkit", "tokenizer", "--vocab-size", "512")
+    assert _one_line_error(r).startswith("error: this would change the committed tokenizer")
+    assert _status(repo_copy) == ""
+    r = _run(repo_copy, "-m", "labkit", "tokenizer")  # the defaults reproduce it bit for bit
+    assert r.returncode == 0 and "unchanged" in r.stdout, r.stderr
+    assert _status(repo_copy) == ""
+
+
+def test_cpu_precision_bench_writes_only_local_results(repo_copy):
+    r = _run(repo_copy, "-m", "labkit.bench.cpu_precision", "--quick")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "bf16 autocast / fp32 step time" in r.stdout
+    assert (repo_copy / "data/results/local/cpu_precision_cpu_quick.csv").exists()
+    assert _status(repo_copy) == ""
