@@ -1,6 +1,6 @@
 """Supervised fine-tuning data: formats, loss masks, packing, collation, dedup (lab 09).
 
-An SFT example in the seeds' shape is ``{"prompt", "response", "history": [[user, assistant], ...]}``:
+An SFT example in the usual shape is ``{"prompt", "response", "history": [[user, assistant], ...]}``:
 the history holds the earlier turns, ``prompt``/``response`` the last one. This module turns it into
 ``{"input_ids", "attention_mask", "labels"}`` where ``labels`` equals ``input_ids`` on the tokens the
 loss trains and is ``-100`` (ignored by the cross-entropy) everywhere else.

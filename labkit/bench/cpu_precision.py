@@ -31,7 +31,8 @@ PRECISIONS = ("fp32", "bf16-mixed")
 
 
 def step_times(model, batch: dict, precision: str, steps: int, warmup: int) -> list[float]:
-    """Seconds per full AdamW step (forward, backward, update) under ``precision``."""
+    """Seconds of each full AdamW step (forward, backward, update) under ``precision``, warm-up steps
+    included (first); the caller separates them."""
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     times = []
@@ -42,8 +43,7 @@ def step_times(model, batch: dict, precision: str, steps: int, warmup: int) -> l
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
     return times
 
 
@@ -78,12 +78,16 @@ def main(argv: list[str]) -> int:
     rows = []
     for precision in PRECISIONS:
         model.load_state_dict(initial)  # same weights for each precision
-        times = step_times(model, batch, precision, args.steps, args.warmup)
+        all_times = step_times(model, batch, precision, args.steps, args.warmup)
+        times = all_times[args.warmup:]
         rows.append({"model": name, "precision": precision, "batch_size": args.batch_size, "seq_len": args.seq_len,
                      "threads": threads, "median_step_s": round(statistics.median(times), 3),
-                     "steps_timed": len(times)})
-        print(f"{name}  {precision:<11} {rows[-1]['median_step_s']:8.3f} s per step "
-              f"({args.batch_size} x {args.seq_len} tokens, {threads} threads)", flush=True)
+                     "min_step_s": round(min(times), 3), "max_step_s": round(max(times), 3),
+                     "first_step_s": round(all_times[0], 3), "steps_timed": len(times)})
+        print(f"{name}  {precision:<11} {rows[-1]['median_step_s']:8.3f} s per step, median of {len(times)} "
+              f"(range {rows[-1]['min_step_s']:.3f}-{rows[-1]['max_step_s']:.3f}; first step "
+              f"{rows[-1]['first_step_s']:.3f} s; {args.batch_size} x {args.seq_len} tokens, {threads} threads)",
+              flush=True)
     ratio = rows[1]["median_step_s"] / rows[0]["median_step_s"]
     for row in rows:
         row["vs_fp32"] = round(row["median_step_s"] / rows[0]["median_step_s"], 2)
