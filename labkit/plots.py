@@ -78,3 +78,50 @@ def table(rows: list[dict], floatfmt: str = ".3g") -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _text_box(text, renderer):
+    """The window extent of a label's text alone (an Annotation's own extent includes its leader line)."""
+    from matplotlib.text import Text
+
+    if hasattr(text, "update_positions"):  # an Annotation places its text only when asked (or drawn)
+        text.update_positions(renderer)
+    return Text.get_window_extent(text, renderer)
+
+
+def label_points(ax, xs, ys, labels, fontsize: float = 7, max_tries: int = 40) -> list:
+    """Annotate scatter points so that no two labels overlap.
+
+    Each label tries positions near its point -- right, then left, then a line lower
+    or higher on either side, and so on -- and takes the first one that overlaps no
+    label already placed and stays inside the axes; a displaced label gets a thin
+    leader line to its point. A plain greedy placer, enough for the dozen points of
+    a lab plot (the forgetting frontier of lab 06).
+    """
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    placed, texts = [], []
+    for i in sorted(range(len(labels)), key=lambda j: (-ys[j], xs[j])):
+        step = None
+        for attempt in range(max_tries):
+            k = (attempt // 2 + 1) // 2 * (1 if (attempt // 2) % 2 == 0 else -1)  # 0, 0, -1, -1, +1, +1, -2, ...
+            right = attempt % 2 == 0
+            dy = 3 + (k * step if step else 0)
+            text = ax.annotate(labels[i], (xs[i], ys[i]), xytext=(4 if right else -4, dy),
+                               textcoords="offset points", fontsize=fontsize, va="bottom",
+                               ha="left" if right else "right",
+                               arrowprops=None if k == 0 else dict(arrowstyle="-", lw=0.5, color="0.5"))
+            box = _text_box(text, renderer)
+            step = step or box.height * 72 / fig.dpi + 1
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                texts.append(text)
+                break
+            text.remove()
+        else:  # crowded beyond help: keep the first position rather than drop the label
+            texts.append(ax.annotate(labels[i], (xs[i], ys[i]), xytext=(4, 3), textcoords="offset points",
+                                     fontsize=fontsize))
+    return texts

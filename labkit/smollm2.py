@@ -123,7 +123,15 @@ def convert(gguf_path: str | Path, out_dir: str | Path) -> dict:
     start = time.time()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     t_tok = time.time() - start
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF reader draws its own bar, one line per tensor in a log
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
     t_model = time.time() - start - t_tok
     cfg = loaded.config
     if hasattr(cfg, "quantization_config"):
