@@ -35,21 +35,40 @@ SAMPLE_PROMPTS = ["The capital of", "On Monday morning", "Anna is a"]
 
 def pretrain(name: str = "lab-tiny", *, steps: int = 3000, batch_size: int = 16, seq_len: int = 256,
              lr: float = 3e-3, n_docs: int = 40000, seed: int = 0, out: str | Path | None = None,
-             device: str | None = None, progress: bool = True, force: bool = False) -> dict:
-    """Train ``name`` from scratch; save it (safetensors) with ``training.json``; return the summary.
+             device: str | None = None, progress: bool = True, force: bool = False,
+             init_from: str | None = None, mix: str = "general") -> dict:
+    """Train ``name`` from scratch (or continue ``init_from``, a pretrained lab model); save it
+    (safetensors) with ``training.json``; return the summary.
+
+    ``mix="general"`` trains on the general corpus (how lab-tiny was made); ``mix="coverage"`` on
+    `labkit.coverage.coverage_mix`, which shows every token the lab corpora use. The summary
+    records how many of those tokens the training text never showed (``coverage``).
 
     ``out`` defaults to ``data/models/<name>``; a model already there (the committed lab-tiny)
     is replaced only with ``force=True`` -- checked before any training."""
     if name not in ("lab-tiny", "lab-small"):
         raise LabkitError(f"pretrain builds lab models only (lab-tiny, lab-small), not {name!r}")
+    if mix not in ("general", "coverage"):
+        raise LabkitError(f"--mix must be general or coverage, not {mix!r}")
     out_dir = Path(out) if out else default_out(name, force=force)
     dev = torch.device(device) if device else env.device()
     env.seed_everything(seed)
     tokenizer = load_tokenizer()
-    cfg = models.config(name, vocab_size=len(tokenizer))
-    model = models.build(cfg, device=dev, seed=seed, attn_implementation="sdpa")
+    if init_from:
+        model, _ = models.load(init_from, device=dev)
+        if model.config.vocab_size != len(tokenizer):
+            raise LabkitError(f"--init-from {init_from}: its vocabulary ({model.config.vocab_size}) is not the "
+                              f"lab tokenizer's ({len(tokenizer)}); continue a lab model")
+    else:
+        cfg = models.config(name, vocab_size=len(tokenizer))
+        model = models.build(cfg, device=dev, seed=seed, attn_implementation="sdpa")
 
-    train_tokens = train.pack_documents(tokenizer, data.general_corpus(n_docs, seed=seed))
+    from . import coverage
+
+    docs = data.general_corpus(n_docs, seed=seed) if mix == "general" else \
+        coverage.coverage_mix(tokenizer, n_docs, seed=seed)
+    token_coverage = coverage.report(tokenizer, docs)
+    train_tokens = train.pack_documents(tokenizer, docs)
     test_tokens = train.pack_documents(tokenizer, data.load("general", "test"))
     eval_data = train.eval_batches(test_tokens, batch_size, seq_len, max_batches=8, device=dev)
     precision = "bf16-mixed" if dev.type == "cuda" else "fp32"
@@ -69,8 +88,9 @@ def pretrain(name: str = "lab-tiny", *, steps: int = 3000, batch_size: int = 16,
         "n_params": models.count_params(model),
         "command": "python -m labkit pretrain " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         if sys.argv[1:2] == ["pretrain"] else None,
+        "init_from": init_from, "mix": mix,
         "steps": steps, "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "n_docs": n_docs,
-        "seed": seed, "precision": precision,
+        "seed": seed, "precision": precision, "coverage": token_coverage,
         "train_tokens_in_corpus": int(train_tokens.numel()),
         "tokens_seen": history.tokens,
         "final_train_loss": round(history.loss[-1], 4),
@@ -116,6 +136,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--docs", type=int, default=40000, help="general-corpus documents generated for training")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", default=None, help="continue a pretrained lab model (e.g. lab-tiny) instead of "
+                                                     "starting from random weights")
+    p.add_argument("--mix", default="general", choices=("general", "coverage"),
+                   help="general corpus only, or the coverage mix that trains every token the labs use")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="output directory (default data/models/<model>, "
                                                 "which must not hold a model yet unless --force)")
@@ -127,7 +151,7 @@ def main(argv: list[str]) -> int:
     start = time.time()
     summary = pretrain(args.model, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
                        lr=args.lr, n_docs=args.docs, seed=args.seed, out=args.out, device=args.device,
-                       progress=not args.json, force=args.force)
+                       progress=not args.json, force=args.force, init_from=args.init_from, mix=args.mix)
     if args.json:
         cli.emit_json(summary)
     else:
