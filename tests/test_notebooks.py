@@ -47,3 +47,31 @@ def test_notebook_follows_anatomy(path):
     sources = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "env.report()" in sources
     assert "NBVAL_CHECK_OUTPUT" in sources
+
+
+UNRESOLVABLE = ("the seeds'", "seeds' ", "the issue's", "the issue", "the 3x target", "(target ")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_pages_are_clean(path):
+    """What a learner reads on GitHub: no stderr boxes, no progress bars frozen at 0%, no words
+    that point at this project's own planning instead of a paper or an interview question."""
+    import base64
+    import re
+    import struct
+
+    nb = json.loads(path.read_text())
+    outputs = [(i, o) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    stderr = [i for i, o in outputs if o.get("name") == "stderr"]
+    assert not stderr, f"stderr output in cells {stderr}"
+    stubs = [i for i, o in outputs if re.search(r"\b0%\|", "".join(o.get("data", {}).get("text/plain", "")))]
+    assert not stubs, f"progress bars saved at 0% in cells {stubs} (use labkit.progress)"
+    text = "\n".join("".join(c["source"]) for c in nb["cells"]).lower()
+    text += "\n".join("".join(o.get("text", "")) for _, o in outputs).lower()
+    for phrase in UNRESOLVABLE:
+        assert phrase not in text, f"{path.name} says {phrase!r}; cite a paper or an interview question id"
+    for i, o in outputs:  # figures drawn at >= 110 dpi: the lab style's 6.4 in default is >= 700 px wide
+        png = o.get("data", {}).get("image/png")
+        if png:
+            width = struct.unpack(">I", base64.b64decode(png[:44])[16:20])[0]
+            assert width >= 300, f"cell {i}: a {width}-px figure is too small to read"
