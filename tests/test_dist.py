@@ -132,3 +132,21 @@ def test_launch_rejects_bad_input():
         dist.launch("no_such_script.py", 2)
     with pytest.raises(LabkitError):
         dist.launch("fsdp_train.py", 0)
+
+
+def test_a_failure_after_every_rank_reported_keeps_the_results(tmp_path, capsys):
+    """A rank that fails while shutting down (after writing its result) must not throw away a
+    finished job; a rank that never reports still fails the launch with one line."""
+    script = tmp_path / "report_then_exit.py"
+    script.write_text("import os, sys\nsys.path.insert(0, os.environ['LABKIT_ROOT'])\n"
+                      "from labkit import dist as ld\n"
+                      "rank = int(os.environ['RANK'])\n"
+                      "if rank == 0 or os.environ.get('ALL_REPORT'):\n"
+                      "    ld.write_result({'rank': rank})\n"
+                      "raise SystemExit(3)\n")
+    root = str(Path(__file__).resolve().parent.parent)
+    ranks = dist.launch(script, 2, env={"LABKIT_ROOT": root, "ALL_REPORT": "1"}, echo=False)
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert "after every rank had written its result" in capsys.readouterr().out
+    with pytest.raises(LabkitError, match=r"rank\(s\) (0, )?1 reported no result"):
+        dist.launch(script, 2, env={"LABKIT_ROOT": root}, echo=False)
