@@ -1,5 +1,11 @@
 """Regenerating a committed artefact without losing it.
 
+Two guards live here, one per kind of artefact:
+
+* `committed_model_dir` -- the default output of a training command
+  (``pretrain``, ``cot_model``) when it already holds a committed model;
+* `publish` -- rebuilt data files (corpora, tokenizer) that would change.
+
 ``python -m labkit data`` and ``python -m labkit tokenizer`` rebuild files
 that are committed (the corpora, the tokenizer). They are deterministic, so a
 rerun with the defaults should reproduce the same bytes -- and if it does not
@@ -16,6 +22,27 @@ import shutil
 from pathlib import Path
 
 from .errors import LabkitError
+
+
+def shown(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies under it (shorter to read), else as is."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def committed_model_dir(name: str, force: bool = False) -> Path:
+    """``data/models/<name>``, the default output of a training command -- unless it already holds a
+    model (a committed one: lab-tiny, lab-cot) and ``force`` is not set; checked before training."""
+    from . import models
+
+    out = models.checkpoint_dir(name)
+    if (out / "model.safetensors").exists() and not force:
+        raise LabkitError(f"{shown(out)} already holds a committed model; pass --out DIR for a new one, "
+                          "or --force to replace it")
+    return out
 
 
 def publish(staging: Path, target: Path, *, force: bool, what: str) -> dict[str, str]:

@@ -221,17 +221,9 @@ def train_cot_model(steps: int = 1400, batch_size: int = 8, seq_len: int = 384, 
 
 def default_out(force: bool = False) -> Path:
     """``data/models/lab-cot``, unless it already holds a model and ``force`` is not set."""
-    from . import models
+    from .artefacts import committed_model_dir
 
-    out = models.checkpoint_dir(P.COT_MODEL)
-    if (out / "model.safetensors").exists() and not force:
-        try:
-            shown = out.resolve().relative_to(Path.cwd().resolve())
-        except ValueError:
-            shown = out
-        raise LabkitError(f"{shown} already holds a committed model; pass --out DIR for a new one, "
-                          "or --force to replace it")
-    return out
+    return committed_model_dir(P.COT_MODEL, force)
 
 
 class _Stop(Exception):

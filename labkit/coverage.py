@@ -123,7 +123,7 @@ def _fill_gaps(tokenizer, docs: list[str], rng: random.Random) -> list[str]:
     if not missing:
         return []
     words = sorted({w.strip(".,;:!?()\"'") for t in texts for w in t.split()} - {""})
-    pool = [w for w in rng.sample(words, k=min(40, len(words)))]
+    pool = rng.sample(words, k=min(40, len(words)))
     extra = []
     for word in words:
         pieces = tokenizer([word, " " + word], add_special_tokens=False)["input_ids"]

@@ -230,6 +230,9 @@ class _Arch:
         return sum(n for _, n, _ in self.param_tensors())
 
 
+FAMILIES = ("llama", "qwen2", "mistral")   # the model types the replay of `_llama_layer` models
+
+
 def _arch(config) -> _Arch:
     from . import models
 
@@ -239,7 +242,7 @@ def _arch(config) -> _Arch:
                           "(or pass a Llama-family transformers config)")
     cfg = models.resolve_config(config)
     model_type = getattr(cfg, "model_type", "")
-    if model_type in ("llama", "qwen2", "mistral"):
+    if model_type in FAMILIES:
         heads = cfg.num_attention_heads
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
         qwen = model_type == "qwen2"
@@ -255,11 +258,8 @@ def _arch(config) -> _Arch:
                      name=config if isinstance(config, str) else model_type,
                      context=int(getattr(cfg, "max_position_embeddings", 0) or 0))
     what = f"{config!r} ({model_type})" if isinstance(config, str) and config != model_type else repr(model_type)
-    raise LabkitError(f"memory estimates support Llama-family models (llama, qwen2, mistral), not {what}; "
+    raise LabkitError(f"memory estimates support Llama-family models ({', '.join(FAMILIES)}), not {what}; "
                       f"use one of {', '.join(supported_models())} or a Llama-family transformers config")
-
-
-FAMILIES = ("llama", "qwen2", "mistral")   # the model types the replay of `_llama_layer` models
 
 
 @functools.lru_cache(maxsize=1)

@@ -243,8 +243,8 @@ def load(name: str | None = None, device: str | torch.device = "cpu", dtype: tor
     ``name`` is a committed lab model (``"lab-tiny"``, ``"lab-cot"``), ``"smollm2-135m"``
     (installed by ``make model``), a local directory, or a hub id already in the local
     Hugging Face cache. With no name, ``LABKIT_MODEL`` is used if set, else ``lab-tiny``.
-    Weights come back in fp32 unless ``dtype`` says otherwise: on a CPU, bf16 autocast made
-    a SmolLM2 training step 24x slower (see ``labkit.smollm2``).
+    Weights come back in fp32 unless ``dtype`` says otherwise; on a CPU, choose lower precision
+    by measurement (``python -m labkit.bench.cpu_precision``).
     """
     from transformers.utils import logging as hf_logging
 
@@ -294,9 +294,14 @@ def _load_local_dir(path: Path, dtype, label: str):
     else:
         raise LabkitError(f"{label}: {path} has weights but no tokenizer (tokenizer.json); save the tokenizer "
                           "into the same directory (tokenizer.save_pretrained(path))")
+    return model, _with_pad(tokenizer)
+
+
+def _with_pad(tokenizer):
+    """Batched generation and padding need a pad token; a model without one pads with eos."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
 
 
 def _load_hf(name: str, dtype):
@@ -326,9 +331,7 @@ def _load_hf(name: str, dtype):
     except OSError as exc:
         raise LabkitError(f"{name!r}: the local Hugging Face cache has its config but not its safetensors weights "
                           f"or tokenizer ({str(exc).splitlines()[0][:120]}); download the whole model once") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return model, _with_pad(tokenizer)
 
 
 def _read_config(where: str, name: str, hub: bool = False):

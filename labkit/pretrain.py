@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, env, models, train
+from . import artefacts, data, env, models, train
 from .errors import LabkitError
 from .tokenizer import load_tokenizer
 
@@ -111,18 +111,7 @@ def pretrain(name: str = "lab-tiny", *, steps: int = 3000, batch_size: int = 16,
 
 def default_out(name: str, force: bool = False) -> Path:
     """``data/models/<name>``, unless it already holds a model and ``force`` is not set."""
-    out_dir = models.checkpoint_dir(name)
-    if (out_dir / "model.safetensors").exists() and not force:
-        raise LabkitError(f"{_shown(out_dir)} already holds a committed model; pass --out DIR for a new one, "
-                          "or --force to replace it")
-    return out_dir
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    return artefacts.committed_model_dir(name, force)
 
 
 def main(argv: list[str]) -> int:

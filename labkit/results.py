@@ -18,6 +18,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .artefacts import shown
 from .errors import LabkitError
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "data" / "results"
@@ -71,7 +72,8 @@ def is_full_gpu_run(device, quick: bool) -> bool:
     return torch.device(device).type == "cuda" and not quick
 
 
-def bench_csv_path(name: str, *, device, quick: bool, out: str | Path | None = None) -> Path:
+def bench_csv_path(name: str, *, device, quick: bool, out: str | Path | None = None,
+                   subset: bool = False) -> Path:
     """Where a ``labkit/bench`` script's output goes; call it before the run, so a bad ``--out``
     stops the script before it measures anything.
 
@@ -79,16 +81,20 @@ def bench_csv_path(name: str, *, device, quick: bool, out: str | Path | None = N
     * a CPU or ``--quick`` run only checks the code path: ``out``, else the git-ignored
       ``data/results/local/<name>_<device type>[_quick].csv`` -- never a committed GPU file,
       and an ``out`` named ``*_gpu.csv`` is refused (a CPU number in a GPU file is a silent
-      wrong number)."""
+      wrong number);
+    * ``subset``: a GPU run of only some rows (``memory --only``) never replaces the committed
+      full table: ``out``, else ``data/results/local/<name>_<device type>_only.csv``."""
     import torch
 
     if is_full_gpu_run(device, quick):
-        return Path(out) if out is not None else RESULTS_DIR / f"{name}_gpu.csv"
+        if out is not None:
+            return Path(out)
+        return LOCAL_DIR / f"{name}_{torch.device(device).type}_only.csv" if subset else RESULTS_DIR / f"{name}_gpu.csv"
     if out is not None:
         out = Path(out)
         if out.name.endswith("_gpu.csv"):
             raise LabkitError(f"--out {out}: a CPU or --quick run may not write a *_gpu.csv file (those hold "
-                              f"full GPU measurements); drop --out (it then writes {_shown(LOCAL_DIR)}/) "
+                              f"full GPU measurements); drop --out (it then writes {shown(LOCAL_DIR)}/) "
                               "or choose another name")
         return out
     kind = torch.device(device).type + ("_quick" if quick else "")
@@ -97,9 +103,9 @@ def bench_csv_path(name: str, *, device, quick: bool, out: str | Path | None = N
 
 def bench_wrote_message(path: str | Path, name: str, *, device, quick: bool) -> str:
     """The line a bench script prints after writing ``path``: it says when it was not a full GPU run."""
-    line = f"wrote {_shown(path)}"
+    line = f"wrote {shown(path)}"
     if not is_full_gpu_run(device, quick):
-        line += (f" (a CPU/--quick run; {_shown(RESULTS_DIR / f'{name}_gpu.csv')} is written only by a "
+        line += (f" (a CPU/--quick run; {shown(RESULTS_DIR / f'{name}_gpu.csv')} is written only by a "
                  "full run on a GPU)")
     return line
 
@@ -114,15 +120,6 @@ def write_bench_csv(name: str, rows: list[dict], *, device, quick: bool, out: st
     path = write_csv(bench_csv_path(name, device=device, quick=quick, out=out), rows, metadata)
     print(bench_wrote_message(path, name, device=device, quick=quick), flush=True)
     return path
-
-
-def _shown(path: str | Path) -> str:
-    """``path`` relative to the working directory when it lies under it (shorter to read), else as is."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def read_csv(path: str | Path) -> tuple[dict, list[dict]]:

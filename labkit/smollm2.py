@@ -21,8 +21,8 @@ run it; afterwards `labkit.models.load("smollm2-135m")` reads local files only.
 Say it plainly to learners: **the weights are dequantized from a 4-bit Q4_1
 file** (every block of 32 weights stored as 4-bit codes with an fp16 scale and
 minimum), so they are close to, not equal to, the published bf16 model.
-`perplexity_report()` measures what that leaves (the committed numbers are in
-the checkpoint's ``conversion.json``).
+``python -m labkit perplexity`` (`labkit.perplexity`) measures what that
+leaves; the README quotes its numbers.
 
 Run ``python -m labkit install-model`` (or ``make model``) to (re)install it.
 """

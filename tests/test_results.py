@@ -62,3 +62,12 @@ def test_cpu_or_quick_run_may_not_write_a_gpu_csv(device, quick, dirs):
         with pytest.raises(LabkitError):
             results.write_bench_csv("demo", ROWS, device=device, quick=quick, out=out, metadata={})
     assert not committed.exists() and not (committed.parent / "somewhere").exists()
+
+
+def test_a_subset_of_a_gpu_run_never_replaces_the_full_table(monkeypatch, tmp_path):
+    """`memory --only X` on a GPU measures some rows: they go to data/results/local/, not the committed CSV."""
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(results, "LOCAL_DIR", tmp_path / "local")
+    assert results.bench_csv_path("memory", device="cuda", quick=False, subset=True) \
+        == tmp_path / "local" / "memory_cuda_only.csv"
+    assert results.bench_csv_path("memory", device="cuda", quick=False) == tmp_path / "memory_gpu.csv"

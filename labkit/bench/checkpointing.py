@@ -253,14 +253,14 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default=None, choices=("fp32", "bf16-mixed", "fp16-mixed"))
     p.add_argument("--repeats", type=int, default=None)
     args = p.parse_args(argv)
-    results.bench_csv_path("checkpointing", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here
+    path = results.bench_csv_path("checkpointing", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     opts = dict(QUICK_DEFAULTS if args.quick else {**GPU_DEFAULTS, "layers": None})
     for key in ("model", "layers", "batch_size", "seq_len", "precision", "repeats"):
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
     rows = run(opts["model"], opts["batch_size"], opts["seq_len"], opts["precision"], opts["repeats"],
                device=args.device, layers=opts["layers"])
-    results.write_bench_csv("checkpointing", rows, device=args.device, quick=args.quick, out=args.out)
+    results.write_bench_csv("checkpointing", rows, device=args.device, quick=args.quick, out=path)
     return 0
 
 

@@ -5,11 +5,11 @@
     python -m labkit.bench.cpu_precision --quick              # a toy model: checks the code path
 
 On a GPU, bf16 autocast is the default choice (tensor cores; lab 02 measures
-7.5x on an H100). On a CPU it depends on the chip and on torch's kernels: on
-this project's 2-core CPU a SmolLM2-135M step under
-``torch.autocast("cpu", dtype=torch.bfloat16)`` was 24x *slower* than fp32.
-So the labs pick CPU precisions per model by measurement, and this script is
-the measurement: the real weights (`labkit.models.load`), real text from the
+7.5x on an H100). On a CPU it depends on the chip and on torch's kernels
+(``torch.autocast("cpu", dtype=torch.bfloat16)`` can be faster or far slower
+than fp32; the committed run is ``data/results/cpu_precision_cpu.csv``). So the
+labs pick CPU precisions per model by measurement, and this script is the
+measurement: the real weights (`labkit.models.load`), real text from the
 general corpus, AdamW, ``--warmup`` untimed steps, then the median of
 ``--steps`` timed steps for each of fp32 and bf16-mixed (autocast).
 

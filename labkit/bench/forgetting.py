@@ -74,11 +74,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="4 strategies, 2 seeds, 2 steps: checks the code path")
     args = p.parse_args(argv)
-    results.bench_csv_path("forgetting", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here
+    path = results.bench_csv_path("forgetting", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     for name in args.strategies:
         forgetting.parse_strategy(name)
     rows = run(args.strategies, seeds=args.seeds, device=args.device, quick=args.quick, steps=args.steps)
-    results.write_bench_csv("forgetting", rows, device=args.device, quick=args.quick, out=args.out)
+    results.write_bench_csv("forgetting", rows, device=args.device, quick=args.quick, out=path)
     return 0
 
 

@@ -142,9 +142,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="a tiny model and 1 step: checks the code path")
     args = p.parse_args(argv)
-    results.bench_csv_path("fsdp", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here
+    path = results.bench_csv_path("fsdp", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     rows = run(args.layers, args.budget_gb, args.steps, device=args.device, quick=args.quick)
-    results.write_bench_csv("fsdp", rows, device=args.device, quick=args.quick, out=args.out)
+    results.write_bench_csv("fsdp", rows, device=args.device, quick=args.quick, out=path)
     return 0
 
 

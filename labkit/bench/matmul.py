@@ -50,9 +50,9 @@ def main(argv=None) -> int:
     if torch.device(args.device).type != "cuda":
         raise LabkitError("the matmul benchmark measures a GPU's tensor cores and has no CPU mode; run it on a GPU "
                           "machine, or see the committed run in data/results/matmul_gpu.csv (lab 00 plots it)")
-    results.bench_csv_path("matmul", device=args.device, quick=args.quick, out=args.out)   # a bad --out stops here
+    path = results.bench_csv_path("matmul", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     rows = run(**(QUICK if args.quick else {}), device=args.device)
-    results.write_bench_csv("matmul", rows, device=args.device, quick=args.quick, out=args.out)
+    results.write_bench_csv("matmul", rows, device=args.device, quick=args.quick, out=path)
     return 0
 
 

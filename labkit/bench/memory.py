@@ -479,10 +479,8 @@ def main(argv=None) -> int:
             json.dump(report, f, indent=1, default=str)
         print(f"wrote {out}")
         return 0
-    path = results.bench_csv_path("memory", device=args.device, quick=args.quick, out=args.out)
-    if args.only and args.out is None and path == results.RESULTS_DIR / "memory_gpu.csv":
-        # a subset of rows must not replace the committed full table
-        path = results.LOCAL_DIR / f"memory_{torch.device(args.device).type}_only.csv"
+    path = results.bench_csv_path("memory", device=args.device, quick=args.quick, out=args.out,
+                                  subset=bool(args.only))
     rows = QUICK_ROWS if args.quick else FULL_ROWS
     if args.only:
         rows = [r for r in rows if args.only in r["model"]]

@@ -174,13 +174,13 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="cuda (default when present) or cpu (with --quick)")
     args = p.parse_args(argv)
     device = args.device or env.device()
-    results.bench_csv_path("precision", device=device, quick=args.quick, out=args.out)  # a bad --out stops here
+    path = results.bench_csv_path("precision", device=device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     rows = run(layers=args.layers, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps,
                warmup=args.warmup, quick=args.quick, device=args.device)
     bf16 = next((r for r in rows if r["config"] == "bf16-mixed"), None)
     if bf16 and bf16["speedup_vs_fp32"]:
         print(f"bf16-mixed is {bf16['speedup_vs_fp32']:.1f}x faster per step than fp32")
-    results.write_bench_csv("precision", rows, device=device, quick=args.quick, out=args.out)
+    results.write_bench_csv("precision", rows, device=device, quick=args.quick, out=path)
     return 0
 
 

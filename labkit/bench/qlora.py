@@ -284,7 +284,7 @@ def main(argv=None) -> int:
                    help="CSV to write (default: data/results/qlora_gpu.csv on a full GPU run, else "
                         "data/results/local/qlora_<device>[_quick].csv)")
     args = p.parse_args(argv)
-    results.bench_csv_path("qlora", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here
+    path = results.bench_csv_path("qlora", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -302,7 +302,7 @@ def main(argv=None) -> int:
     import bitsandbytes
 
     meta["bitsandbytes"] = bitsandbytes.__version__
-    results.write_bench_csv("qlora", rows, device=device, quick=args.quick, out=args.out, metadata=meta)
+    results.write_bench_csv("qlora", rows, device=device, quick=args.quick, out=path, metadata=meta)
     return 0
 
 
