@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 MODEL_STAMP := data/models/smollm2-135m/conversion.json
 
-.PHONY: lab test install model unit notebooks doctor run-notebooks bench clean-venv
+.PHONY: lab test install model unit notebooks student doctor run-notebooks bench clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,14 +41,23 @@ lab: install
 
 # Unit tests, then every notebook under nbval (lax: only cells marked
 # `# NBVAL_CHECK_OUTPUT` must reproduce their committed output).
+# The student edition is generated into build/student (never over a learner's student/) and
+# run too: its stubs must fail cleanly and every page must still run.
 test: install
-	LABKIT_PROFILE=smoke $(PY) -m pytest tests labs --nbval-lax -p no:cacheprovider -q $(PYTEST_ARGS)
+	$(PY) -m labkit.student --out build/student --force --stubbed-only
+	LABKIT_PROFILE=smoke $(PY) -m pytest tests labs build/student --nbval-lax -p no:cacheprovider -q $(PYTEST_ARGS)
 
 unit: install
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 notebooks: install
-	LABKIT_PROFILE=smoke $(PY) -m pytest labs --nbval-lax -p no:cacheprovider -q $(PYTEST_ARGS)
+	$(PY) -m labkit.student --out build/student --force --stubbed-only
+	LABKIT_PROFILE=smoke $(PY) -m pytest labs build/student --nbval-lax -p no:cacheprovider -q $(PYTEST_ARGS)
+
+# The workshop handout: student/NN_*.ipynb, every `solution` cell a stub to write (git-ignored).
+# Refuses to overwrite a notebook you have edited unless FORCE=1.
+student: install
+	$(PY) -m labkit.student $(if $(FORCE),--force,)
 
 doctor: install
 	$(PY) -m labkit doctor
