@@ -171,6 +171,8 @@ def student_notebook(nb: dict, key_name: str) -> tuple[dict, list[str]]:
             del cell["metadata"]["tags"]
     if all_stubs:
         banner = {"cell_type": "markdown", "metadata": {}, "source": _BANNER.format(name=key_name)}
+        if any("id" in c for c in out["cells"]):   # nbformat >= 4.5: every cell has an id
+            banner["id"] = "student-edition"
         out["cells"].insert(1, banner)
     out.setdefault("metadata", {})["labkit_student"] = {"key": f"labs/{key_name}", "sources_sha256": _digest(out)}
     return out, all_stubs

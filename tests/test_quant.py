@@ -278,3 +278,29 @@ def test_qlora_bench_code_path_on_cpu(tiny_config, tmp_path):
     path = results.write_csv(tmp_path / "qlora.csv", rows)
     meta, back = results.read_csv(path)
     assert back[1]["grad_ckpt"] is True and back[1]["base"] == "nf4"
+
+
+# ---------------------------------------------------------------------------
+# Weight-file size (lab 00, section 5)
+# ---------------------------------------------------------------------------
+def test_weight_bytes_is_bitsandbytes_nf4_and_keeps_embeddings_in_bf16(tiny_config):
+    import copy
+
+    from labkit import models
+
+    model = models.build(tiny_config, device="cpu")
+    n = models.count_params(model)
+    assert quant.weight_bytes(model, "fp32") == 4 * n and quant.weight_bytes(model, "bf16") == 2 * n
+    q4 = quant.quantize_model(copy.deepcopy(model).requires_grad_(False), backend="bnb", double_quant=True)
+    quant.cast_frozen(q4, torch.bfloat16)
+    nf4 = quant.model_nbytes(q4) - sum(b.numel() * b.element_size() for b in q4.buffers())
+    assert quant.weight_bytes(model, "nf4") == nf4
+    # Llama-2-7B: the bf16 embeddings and head (2 x 32000 x 4096) come on top of the 4-bit layers
+    big = models.build("llama-2-7b", device="meta")
+    linear = sum(m.weight.numel() for name, m in big.named_modules()
+                 if isinstance(m, torch.nn.Linear) and name != "lm_head")
+    assert quant.weight_bytes(big, "int8") == linear + 4 * 32 * (3 * 4096 + 4096 + 2 * 11008 + 4096) + \
+        2 * (models.count_params(big) - linear)
+    assert round(quant.weight_bytes(big, "nf4") / 1e9, 2) == 3.87
+    with pytest.raises(LabkitError, match="unknown weight format"):
+        quant.weight_bytes(big, "fp8")
