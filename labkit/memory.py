@@ -18,6 +18,9 @@ The famous "16 bytes per parameter" rule for full fine-tuning with AdamW:
   are saved for backward, so we count them as *activations*, not weights;
 * ``bf16`` (pure): weights, gradients, m and v all in bf16: 2 + 2 + 2 + 2 = 8.
 
+Lab 01, section 2 ("The memory bill") builds this table, 8-bit AdamW included, as
+``training_state_bytes``; the other labs quote their bytes per parameter from it.
+
 Activations are derived op by op, not fitted: `_llama_layer` replays a decoder
 layer on symbolic tensors (sizes and dtypes), each op recording what autograd
 keeps for its backward -- attention, MLP, norms, RoPE, LoRA, the loss.
@@ -118,7 +121,13 @@ class MemoryEstimate:
     ``total = peak_allocated + cuda_context``: the CUDA context lives outside
     PyTorch's allocator (``cuda_context`` is 0 for ``device="cpu"``).
     ``naive_sum`` is the back-of-envelope weights + gradients + optimizer +
-    activations, for comparison.
+    activations, for comparison. ``activations_per_layer``: what one decoder
+    layer in the middle of the model saves, without checkpointing.
+
+    Lab 01 builds these terms by hand: weights + gradients + optimizer in
+    section 2 (``training_state_bytes``), ``activations_per_layer`` and
+    ``activations`` for a model stored in one dtype in section 3
+    (``layer_activation_bytes``, ``activation_bytes``).
     """
 
     weights: int
@@ -227,6 +236,7 @@ class _Arch:
 
     @property
     def n_params(self) -> int:
+        """Parameter count from the shapes (built in lab 00, section 4, as ``llama_params``)."""
         return sum(n for _, n, _ in self.param_tensors())
 
 
@@ -344,6 +354,7 @@ def _trainable_tensors(arch: _Arch, setup: _Setup) -> tuple[list[int], str]:
 
 def _optimizer_bytes(sizes: list[int], dtype: str, optimizer: str) -> int:
     """Optimizer state: AdamW keeps m and v, SGD with momentum keeps one buffer, plain SGD nothing.
+    (Built in lab 01, section 2, inside ``training_state_bytes``.)
 
     States have the dtype of their parameter (bf16 for a pure-bf16 model).
     bitsandbytes' AdamW8bit stores m and v as uint8 with an fp32 absmax per
@@ -1040,6 +1051,8 @@ def kv_cache_bytes(config, batch_size: int, seq_len: int, dtype="bf16") -> int:
 
     ``2 x layers x batch x seq x kv_heads x head_dim x bytes``. With grouped-
     query attention only the KV heads are cached (Llama-3-8B: 8 of 32 heads).
+    Built in lab 01, section 7 (``kv_cache_bytes``), checked there against the
+    DynamicCache transformers returns.
     """
     for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -1076,6 +1089,7 @@ def saved_activation_bytes(model, input_ids: torch.Tensor, **forward_kwargs) -> 
     data pointer), skipping parameters (and buffers) and the input ids. Runs in
     whatever state the caller set up: ``model.train()``, an autocast context,
     ``gradient_checkpointing_enable()``. The forward's graph is dropped after.
+    Built in lab 01, section 3 (``saved_tensors`` / ``saved_bytes``).
     """
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
         raise LabkitError("input_ids must be a (batch, seq) tensor of token ids")

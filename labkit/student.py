@@ -77,31 +77,55 @@ def stub_source(source: str) -> tuple[str, list[str]]:
     return "\n".join(lines) + ("\n" if source.endswith("\n") else ""), stubbed
 
 
-def defined_names(source: str) -> set[str]:
-    """Top-level names a cell binds (functions, classes, assignments, imports, loop targets)."""
+def _stored(node: ast.AST) -> set[str]:
+    """Names a statement binds (functions, classes, assignments, imports, loop targets)."""
     names: set[str] = set()
-    for node in ast.parse(source).body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-        else:
-            for sub in ast.walk(node):
-                if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
-                    names.add(sub.id)
+    for sub in ast.walk(node):
+        if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(sub.name)
+        elif isinstance(sub, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in sub.names)
+        elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+            names.add(sub.id)
     return names
 
 
+def defined_names(source: str) -> set[str]:
+    """Top-level names a cell binds."""
+    return set().union(*(_stored(node) for node in ast.parse(source).body))
+
+
 def used_names(source: str) -> set[str]:
-    """Names a cell reads, leaving out the answers it hands to ``exercises.check`` (a stub there
-    prints "not written yet" instead of raising)."""
-    skip: set[int] = set()
+    """Names a cell reads before binding them itself, leaving out the answers it hands to
+    ``exercises.check`` (a stub there prints "not written yet" instead of raising)."""
     tree = ast.parse(source)
+    skip: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and _is_check(node.func):
             skip.update(id(a) for a in node.args[1:])
-    return {n.id for n in ast.walk(tree)
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in skip}
+    first_store: dict[str, tuple[int, int]] = {}
+    loads: list[tuple[tuple[int, int], str]] = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name):
+            pos = (n.lineno, n.col_offset)
+            if isinstance(n.ctx, ast.Store):
+                first_store[n.id] = min(first_store.get(n.id, pos), pos)
+            elif id(n) not in skip:
+                loads.append((pos, n.id))
+    return {name for pos, name in loads if name not in first_store or pos < first_store[name]}
+
+
+def names_lost_after(source: str, tainted: set[str]) -> set[str]:
+    """Names a cell would leave unset or wrong if it stops at its first use of a tainted name:
+    everything bound from that statement on (what ran before it is fine)."""
+    lost: set[str] = set()
+    hit = False
+    for node in ast.parse(source).body:
+        if not hit:
+            hit = bool(used_names(ast.unparse(node)) & tainted) if hasattr(ast, "unparse") else True
+        if hit:
+            lost |= _stored(node)
+    return lost
 
 
 def _is_check(func: ast.expr) -> bool:
@@ -164,7 +188,7 @@ def student_notebook(nb: dict, key_name: str) -> tuple[dict, list[str]]:
         new = re.sub(r"^(\s*)assert\s+(exercises\.check\()", r"\1\2", src, flags=re.M)
         cell["source"] = new
         if used_names(new) & tainted:
-            tainted |= defined_names(new)
+            tainted |= names_lost_after(new, tainted)
             if RAISES_TAG not in tags:
                 tags.append(RAISES_TAG)
         if not tags:
