@@ -92,6 +92,8 @@ class Recompute(torch.autograd.Function):
 
     ``args`` may mix tensors (some requiring grad, some not) and other Python
     values; ``function`` returns a tensor or a tuple of tensors.
+
+    Built in lab 03, section 3 (the recompute ``autograd.Function``, ``MyRecompute``).
     """
 
     @staticmethod
@@ -142,6 +144,8 @@ def checkpoint(function, *args, preserve_rng_state: bool = True, **kwargs):
     gradient there). Without grad mode (``torch.no_grad()``, inference) it is
     a plain call. Gradients equal ``torch.utils.checkpoint.checkpoint(...,
     use_reentrant=False)``; dropout gets the same masks in both passes.
+
+    Built in lab 03, section 3 (``my_checkpoint``).
     """
     if kwargs:
         inner = function
@@ -186,7 +190,9 @@ def decoder_layers(model) -> nn.ModuleList:
 
 
 def sqrt_segment(n_layers: int) -> int:
-    """Segment length of Chen et al.'s layout: about sqrt(n) segments of about sqrt(n) layers."""
+    """Segment length of Chen et al.'s layout: about sqrt(n) segments of about sqrt(n) layers.
+
+    Built in lab 03, section 5 (the segment layout)."""
     return max(1, round(math.sqrt(n_layers)))
 
 
@@ -274,6 +280,9 @@ def apply_checkpointing(model, every: int = 1, *, segment: int | None = None) ->
       et al.'s sqrt(n) layout.
 
     Outputs and gradients are those of the plain model. Undo with `remove_checkpointing`.
+
+    Built in lab 03: the layout (the returned groups) in section 5 (``every_plan``,
+    ``segment_plan``), the layer wrapping in section 6 (``checkpoint_layers``).
     """
     layers = decoder_layers(model)
     if any(getattr(layer, "gradient_checkpointing", False) for layer in layers):

@@ -222,3 +222,18 @@ def test_bench_quick_path_on_cpu(tmp_path):
     assert by["every=1"]["held_bytes"] < by["every=2"]["held_bytes"] < by["none"]["held_bytes"]
     assert by["every=1"]["checkpointed_layers"] == 2 and by["every=2"]["checkpointed_layers"] == 1
     assert all(r["step_seconds"] > 0 for r in rows)
+
+
+def test_bench_mean_interval_is_the_t_interval():
+    """The spread of per-round checkpointing overheads: mean +- t(0.975, n-1) sd / sqrt(n)."""
+    import statistics
+
+    from labkit.bench.checkpointing import mean_interval
+
+    vals = [0.10, 0.30, 0.20, 0.25]
+    mean, low, high = mean_interval(vals)
+    half = 3.182446305284263 * statistics.stdev(vals) / 2     # t(0.975, 3), by hand
+    assert mean == pytest.approx(0.2125)
+    assert low == pytest.approx(mean - half, rel=1e-4) and high == pytest.approx(mean + half, rel=1e-4)
+    assert mean_interval([0.5]) == (0.5, None, None)
+    assert mean_interval([]) == (None, None, None)

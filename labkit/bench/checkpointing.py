@@ -17,7 +17,10 @@ bf16 autocast and records:
   the recomputation and the optimizer's scratch);
 * ``step_seconds`` -- median wall time of a full step (forward, backward, AdamW);
 * ``time_overhead`` -- the median, over rounds, of (this layout's step time / the
-  baseline step just before it) - 1.
+  baseline step just before it) - 1;
+* ``time_overheads`` -- those per-round overheads themselves (space-separated in the CSV), and
+  ``time_overhead_mean`` / ``_low`` / ``_high`` -- their mean with its 95% t-interval
+  (`mean_interval`), so a difference of a few percent can be told from noise.
 
 Timing is *paired*: in every round each layout's step runs right after a
 step without checkpointing, so a slow moment of the machine hits both.
@@ -35,7 +38,7 @@ import time
 import torch
 
 from .. import checkpointing as ck
-from .. import cli, env, memory, models, results, train
+from .. import cli, env, memory, models, results, stats, train
 from ..errors import LabkitError
 
 LAYOUTS = ("none", "every=4", "every=2", "every=1", "sqrt", "hf")
@@ -80,6 +83,19 @@ def describe_layout(name: str, n_layers: int) -> str:
     k = int(name.split("=", 1)[1])
     which = {1: "every layer", 2: "every 2nd layer", 3: "every 3rd layer"}.get(k, f"every {k}th layer")
     return f"{which} ({len(range(0, n_layers, k))}/{n_layers})"
+
+
+def mean_interval(values) -> tuple[float | None, float | None, float | None]:
+    """Mean of ``values`` with its 95% t-interval, mean +- t_{0.975, n-1} * sd / sqrt(n)
+    (`labkit.stats.t_critical`); ``(mean, None, None)`` for one value, all None for none."""
+    values = [float(v) for v in values]
+    if not values:
+        return None, None, None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None, None
+    half = stats.t_critical(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return mean, mean - half, mean + half
 
 
 # ---------------------------------------------------------------------------
@@ -149,6 +165,8 @@ def measure(model, input_ids: torch.Tensor, layouts=LAYOUTS, precision: str = "b
     `memory.saved_activation_bytes` per layout, measured last, after the
     optimizer's states are freed (so nothing it leaves behind can touch the
     other figures); on CUDA an out-of-memory there leaves ``saved_bytes`` None.
+    ``time_overheads`` lists each round's overhead; ``time_overhead_low``/``_high``
+    bound their mean (95% t-interval; None with one round).
     """
     batch = {"input_ids": input_ids, "labels": input_ids}
     n_layers = len(ck.decoder_layers(model))
@@ -203,10 +221,15 @@ def measure(model, input_ids: torch.Tensor, layouts=LAYOUTS, precision: str = "b
                             if row["saved_bytes"] is not None and base["saved_bytes"] else None)
         # the median of paired ratios: a slow moment of the machine hits both steps of a pair
         row["time_overhead"] = statistics.median(ratios) - 1 if ratios else 0.0
+        row["time_overheads"] = [r - 1 for r in ratios]          # per round: the spread behind the median
+        row["time_overhead_mean"], row["time_overhead_low"], row["time_overhead_high"] = (
+            mean_interval(row["time_overheads"]) if ratios else (0.0, None, None))
         if log:
             saved_text = f"{row['saved_bytes'] / 2**20:9.1f} MiB" if row["saved_bytes"] is not None else "        -"
             log(f"  {row['layout']:<8} saved {saved_text}  step {row['step_seconds'] * 1e3:8.1f} ms (median)"
-                f"  activation cut {row['held_cut']:6.1%}  time overhead {row['time_overhead']:+6.1%}")
+                f"  activation cut {row['held_cut']:6.1%}  time overhead {row['time_overhead']:+6.1%} (median)"
+                + (f", mean {row['time_overhead_mean']:+.1%} [{row['time_overhead_low']:+.1%}, "
+                   f"{row['time_overhead_high']:+.1%}]" if row["time_overhead_low"] is not None else ""))
     return rows
 
 
@@ -234,6 +257,7 @@ def run(model_name: str, batch_size: int, seq_len: int, precision: str, repeats:
         gc = {"none": False, "every=1": True, "hf": True}.get(row["layout"])
         out.append({"model": model_name, "batch_size": batch_size, "seq_len": seq_len, "precision": precision,
                     "attn": attn, **row,
+                    "time_overheads": " ".join(f"{x:.6f}" for x in row["time_overheads"]),
                     "est_activation_bytes": est[gc].activations if gc is not None else None,
                     "est_peak_allocated": est[gc].peak_allocated if gc is not None and device == "cuda" else None})
     return out
