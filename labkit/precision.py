@@ -32,6 +32,7 @@ It makes exactly the decisions `torch.amp.GradScaler` makes.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -128,7 +129,10 @@ class FloatFormat:
 
     # --- bits ----------------------------------------------------------------
     def encode(self, value: float) -> int:
-        """The bit pattern (an int) that stores ``value`` (rounded to this format first)."""
+        """The bit pattern (an int) that stores ``value`` (rounded to this format first).
+
+        Built in lab 00, section 2 (``encode_float``, the encoder), and proven equal to it there.
+        NaN becomes the quiet NaN: sign 0, top mantissa bit set (all mantissa bits in "fn" formats)."""
         E, M = self.exponent_bits, self.mantissa_bits
         v = float(self.round(torch.tensor([float(value)]))[0])
         sign = 1 if math.copysign(1.0, v) < 0 else 0
@@ -145,7 +149,9 @@ class FloatFormat:
         return (sign << (E + M)) | (exp << M) | man
 
     def decode(self, code: int) -> float:
-        """The value a bit pattern stands for."""
+        """The value a bit pattern stands for.
+
+        Built in lab 00, section 2 (``decode_float``, the decoder), and proven equal to it there."""
         E, M = self.exponent_bits, self.mantissa_bits
         sign = -1.0 if (code >> (E + M)) & 1 else 1.0
         exp, man = (code >> M) & (2**E - 1), code & (2**M - 1)
@@ -177,7 +183,9 @@ FORMATS: dict[str, FloatFormat] = {
 def cast_report(values: torch.Tensor, dtype: torch.dtype, scale: float = 1.0) -> dict:
     """What happens to ``values * scale`` when cast to ``dtype``: fractions of the
     *nonzero* values that flush to zero, land in the subnormal range (fewer
-    significant bits), or overflow (inf, or saturate at the format's max)."""
+    significant bits), or overflow (inf, or saturate at the format's max).
+
+    Built in lab 02, section 3 (``cast_report``), and proven equal to it there."""
     v = values.detach().flatten().double() * scale
     v = v[v != 0]
     if v.numel() == 0:
@@ -199,10 +207,28 @@ def _fp32(x: float) -> float:
     return torch.tensor(x, dtype=torch.float64).float().item()
 
 
+def update_scale(scale: float, growth_tracker: int, found_inf: bool, growth_factor: float = 2.0,
+                 backoff_factor: float = 0.5, growth_interval: int = 2000) -> tuple[float, int]:
+    """The loss scale and clean-step count after one step: ``(new_scale, new_tracker)``.
+
+    Built in lab 02, section 5 (``scaler_update``), and proven equal to it there and to
+    ``torch._amp_update_scale_``, the kernel behind `torch.amp.GradScaler.update`. An overflow
+    multiplies the scale by ``backoff_factor`` and restarts the count; the ``growth_interval``-th
+    clean step in a row multiplies it by ``growth_factor`` (refused if that overflows fp32) and
+    restarts the count. The scale is an fp32 number, as in GradScaler."""
+    if found_inf:
+        return _fp32(scale * backoff_factor), 0
+    if growth_tracker + 1 < growth_interval:
+        return scale, growth_tracker + 1
+    grown = _fp32(scale * growth_factor)
+    return (grown if math.isfinite(grown) else scale), 0
+
+
 class DynamicLossScaler:
     """Dynamic loss scaling for fp16 mixed precision, with `torch.amp.GradScaler`'s interface.
 
-    Per training step::
+    Built in lab 02, section 5 (``LossScaler``, the dynamic loss scaler), and proven equal to
+    it there and to `torch.amp.GradScaler`. Per training step::
 
         scaler.scale(loss).backward()   # gradients come out S times larger
         scaler.unscale_(optimizer)      # divide them by S, note any inf/NaN (optional here)
@@ -211,6 +237,13 @@ class DynamicLossScaler:
 
     The scale is kept as an fp32 number, like GradScaler's, so both make the same
     decisions given the same gradients. One optimizer per step (all the labs need).
+
+    ``unscale_`` checks and divides all gradients of one device and dtype in one fused kernel,
+    ``torch._amp_foreach_non_finite_check_and_unscale_`` (GradScaler's), and reads the verdict
+    back to the host once per step. The lab's readable version loops over the tensors; an
+    earlier labkit version also asked ``torch.isfinite(g).all()`` of each gradient, which is
+    five elementwise kernels (``isfinite`` is ``(g == g) & (g.abs() != inf)``) plus a host sync
+    per tensor: lab 02, section 5 measures what that cost.
     """
 
     def __init__(self, init_scale: float = 2.0**16, growth_factor: float = 2.0,
@@ -230,6 +263,7 @@ class DynamicLossScaler:
         self.skipped = 0               # optimizer steps skipped so far
 
     def get_scale(self) -> float:
+        """The current loss scale S (a Python float holding an fp32 value)."""
         return self._scale
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
@@ -242,17 +276,23 @@ class DynamicLossScaler:
         if self._found_inf is not None:
             raise RuntimeError("unscale_() was already called for this step; call update() first")
         inv_scale = _fp32(1.0 / self._scale)       # 1/S in float64, then stored as fp32 (as torch does)
-        found_inf = False
+        groups: dict[tuple, list[torch.Tensor]] = {}
         for group in optimizer.param_groups:
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p.grad.dtype == torch.float16:
                     raise ValueError("gradients are fp16: keep fp32 master weights (autocast), not model.half()")
-                if not torch.isfinite(p.grad).all():
-                    found_inf = True
-                p.grad.mul_(inv_scale)
-        self._found_inf = found_inf
+                if p.grad.is_sparse:
+                    raise ValueError("sparse gradients are not supported; use torch.amp.GradScaler")
+                groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+        found = []
+        for (device, _), grads in groups.items():
+            flag = torch.zeros(1, dtype=torch.float32, device=device)
+            inv = torch.full((1,), inv_scale, dtype=torch.float32, device=device)
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, flag, inv)   # g *= inv; flag = 1 on inf/NaN
+            found.append(flag)
+        self._found_inf = any(bool(f.item()) for f in found)   # one host sync per device
 
     def step(self, optimizer: torch.optim.Optimizer, *args, **kwargs):
         """Unscale (if not done yet), then step -- or skip the step if a gradient overflowed."""
@@ -267,14 +307,123 @@ class DynamicLossScaler:
         """Adapt S for the next step from what this step's gradients looked like."""
         if self._found_inf is None:
             raise RuntimeError("update() before step(): there is no gradient check to learn from")
-        if self._found_inf:
-            self._scale = _fp32(self._scale * self.backoff_factor)
-            self._clean_steps = 0
-        else:
-            self._clean_steps += 1
-            if self._clean_steps == self.growth_interval:
-                grown = _fp32(self._scale * self.growth_factor)
-                if math.isfinite(grown):
-                    self._scale = grown
-                self._clean_steps = 0
+        self._scale, self._clean_steps = update_scale(self._scale, self._clean_steps, self._found_inf,
+                                                      self.growth_factor, self.backoff_factor,
+                                                      self.growth_interval)
         self._found_inf = None
+
+
+# ---------------------------------------------------------------------------
+# Stochastic rounding to bf16, and fp16 autocast emulated on any CPU
+# ---------------------------------------------------------------------------
+def stochastic_round_bf16(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """fp32 -> bf16, rounding up with probability equal to the discarded fraction: ``E[result] = x``.
+
+    Built in lab 02, section 8 (``stochastic_round_to_bf16``), and proven equal to it there. The
+    bit trick is round-to-nearest's (add, then drop the low 16 bits) with the ``0x7FFF + lsb``
+    replaced by a uniform random 16-bit number, so a weight update smaller than half a bf16 gap
+    survives on average instead of always rounding away. NaN stays NaN."""
+    if x.dtype != torch.float32:
+        raise LabkitError(f"stochastic_round_bf16 takes an fp32 tensor, got {x.dtype}")
+    bits = x.view(torch.int32).to(torch.int64)
+    device = x.device if generator is None else generator.device
+    noise = torch.randint(0, 1 << 16, x.shape, generator=generator, dtype=torch.int64, device=device).to(x.device)
+    h = (bits + noise) >> 16                               # round the magnitude up with probability low16 / 2^16
+    h = torch.where(torch.isnan(x), torch.full_like(h, 0x7FC0), h)
+    return h.to(torch.int16).view(torch.bfloat16)
+
+
+class _Fp16Linear(torch.autograd.Function):
+    """``x @ weight.T (+ bias)`` with the roundings fp16 autocast makes, computed in fp32."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        """Round input, weight and bias to fp16, multiply (fp32 accumulation), round the output."""
+        x16, w16 = x.half().float(), weight.half().float()
+        ctx.save_for_backward(x16, w16)
+        ctx.has_bias = bias is not None
+        y = x16 @ w16.T
+        if bias is not None:
+            y = y + bias.half().float()
+        return y.half().float()
+
+    @staticmethod
+    def backward(ctx, grad):
+        """The gradient arrives in fp16 (it belongs to an fp16 tensor); each gradient leaves in fp16."""
+        x16, w16 = ctx.saved_tensors
+        g16 = grad.half().float()
+        grad_x = (g16 @ w16).half().float()
+        g2, x2 = g16.reshape(-1, g16.shape[-1]), x16.reshape(-1, x16.shape[-1])
+        grad_w = (g2.T @ x2).half().float()
+        grad_b = g2.sum(0).half().float() if ctx.has_bias else None
+        return grad_x, grad_w, grad_b
+
+
+@contextmanager
+def emulate_fp16_autocast(model: torch.nn.Module):
+    """Inside the block, every ``nn.Linear`` of ``model`` computes as under fp16 autocast, in fp32.
+
+    Built in lab 02, section 7 (``Fp16Linear`` and ``emulate_fp16``), and proven equal to it
+    there and, to the last bit for all but summation-order ties, to ``torch.autocast("cpu",
+    torch.float16)`` on one linear layer. Inputs, weights and outputs are rounded to fp16 and so
+    are the gradients that flow through the layer -- fp16's range (underflow below 2^-24,
+    overflow above 65,504) and precision -- while the matmul itself runs at fp32 speed: on a CPU
+    without fp16 arithmetic a real fp16 matmul is emulated in software and ~100x slower. Ops
+    outside the linear layers stay fp32 (autocast keeps norms, softmax and the loss in fp32 too,
+    but runs the attention's own matmuls in fp16: those are not emulated)."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    for lin in linears:
+        lin.forward = (lambda x, lin=lin: _Fp16Linear.apply(x, lin.weight, lin.bias))
+    try:
+        yield model
+    finally:
+        for lin in linears:
+            del lin.forward                                # back to the class's forward
+
+
+class Bf16AdamW(torch.optim.Optimizer):
+    """AdamW for bf16 parameters: fp32 moments, and each updated weight stored by ``rounding``.
+
+    Built in lab 02, section 8 (``Bf16AdamW``), and proven equal to it there and, with
+    ``rounding="master"``, to `torch.optim.AdamW` on an fp32 copy, bit for bit (the same
+    arithmetic as its single-tensor path). ``rounding``: ``"nearest"`` stores ``bf16(w + update)``
+    (what training a ``model.to(torch.bfloat16)`` does; small updates round away),
+    ``"stochastic"`` stores `stochastic_round_bf16` of it (unbiased), ``"master"`` keeps an fp32
+    master copy that takes the update and gives the bf16 parameter its rounding (mixed precision).
+    """
+
+    ROUNDINGS = ("nearest", "stochastic", "master")
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, rounding: str = "nearest", generator: torch.Generator | None = None):
+        if rounding not in self.ROUNDINGS:
+            raise LabkitError(f"rounding must be one of {', '.join(self.ROUNDINGS)}, got {rounding!r}")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.rounding, self.generator = rounding, generator
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One AdamW step in fp32 (torch.optim.AdamW's arithmetic), then store each weight in bf16."""
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
+                    state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
+                    if self.rounding == "master":
+                        state["master"] = p.detach().float()
+                state["step"] += 1
+                w = state["master"] if self.rounding == "master" else p.detach().float()
+                g = p.grad.float()
+                w.mul_(1 - group["lr"] * group["weight_decay"])
+                state["exp_avg"].lerp_(g, 1 - beta1)
+                state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                denom = (state["exp_avg_sq"].sqrt() / (1 - beta2 ** state["step"]) ** 0.5).add_(group["eps"])
+                w.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1 ** state["step"]))
+                p.copy_(stochastic_round_bf16(w, self.generator) if self.rounding == "stochastic" else w)
+        return loss

@@ -238,3 +238,76 @@ def test_gpu_benchmark_code_path_on_cpu(tmp_path):
     assert back[1]["scaler"] == "labkit" and back[2]["precision"] == "bf16"
     with pytest.raises(LabkitError, match="GPU"):
         bench.run(device="cpu")
+
+
+# --------------------------------------------------------------------------- lab 02: update rule, SR, fp16 emulation
+def test_update_scale_is_torchs_update_kernel():
+    g = torch.Generator().manual_seed(0)
+    cases = [(2.0**127, 1, False, 2.0, 0.5, 2), (torch.tensor(3.0e38).item(), 0, False, 1.5, 0.5, 1), (1.0, 0, True, 2.0, 0.25, 5)]
+    for _ in range(500):
+        interval = int(torch.randint(1, 6, (1,), generator=g))
+        scale = torch.tensor(2.0 ** float(torch.randint(-20, 128, (1,), generator=g))).float().item()
+        cases.append((scale, int(torch.randint(0, interval, (1,), generator=g)), bool(torch.rand(1, generator=g) < 0.3),
+                      1 + 2 * torch.rand(1, generator=g).item(), 0.05 + 0.9 * torch.rand(1, generator=g).item(), interval))
+    for scale, tracker, found, growth, backoff, interval in cases:
+        s, t = torch.tensor([scale]), torch.tensor([tracker], dtype=torch.int32)
+        torch._amp_update_scale_(s, t, torch.tensor([float(found)]), growth, backoff, interval)
+        assert precision.update_scale(scale, tracker, found, growth, backoff, interval) == (s.item(), int(t.item()))
+
+
+def test_stochastic_round_bf16_is_unbiased_and_a_neighbour():
+    x = torch.randn(5000, generator=torch.Generator().manual_seed(0)) * 1e-2 + 1.0
+    draws = torch.stack([precision.stochastic_round_bf16(x, torch.Generator().manual_seed(k)).float() for k in range(200)])
+    down = (x.view(torch.int32) & ~0xFFFF).view(torch.float32)
+    up = torch.nextafter(down.to(torch.bfloat16), torch.tensor(math.inf, dtype=torch.bfloat16)).float()
+    assert ((draws == down) | (draws == up)).all()
+    assert (draws.mean(0) - x).abs().mean() < (x.to(torch.bfloat16).float() - x).abs().mean() / 4
+    special = precision.stochastic_round_bf16(torch.tensor([math.nan, math.inf, -math.inf, 0.0, -2.0]))
+    assert special[0].isnan() and special[1:].tolist() == [math.inf, -math.inf, 0.0, -2.0]
+    with pytest.raises(LabkitError, match="fp32"):
+        precision.stochastic_round_bf16(torch.ones(2, dtype=torch.float16))
+
+
+def test_fp16_emulation_matches_autocast_and_restores_the_model():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 24)
+    x = torch.randn(3, 8, 32, requires_grad=True)
+    grad = torch.randn(3, 8, 24) * 2.0**-24                     # many gradients below fp16's range
+    out = {}
+    for mode in ("autocast", "emulated"):
+        x.grad, lin.weight.grad, lin.bias.grad = None, None, None
+        ctx = torch.autocast("cpu", dtype=torch.float16) if mode == "autocast" else precision.emulate_fp16_autocast(lin)
+        with ctx:
+            y = lin(x)
+        y.backward(grad.to(y.dtype))
+        out[mode] = [y.detach().float(), x.grad.clone(), lin.weight.grad.clone(), lin.bias.grad.clone()]
+    for a, b in zip(out["emulated"], out["autocast"]):
+        assert (a - b).abs().max() <= 2.0**-10 * b.abs().max()
+    assert torch.equal(out["emulated"][1] == 0, out["autocast"][1] == 0) and (out["autocast"][1] == 0).any()
+    assert "forward" not in vars(lin) and lin(x).dtype == torch.float32       # the context restored the layer
+    two = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        two.weight.fill_(1.0)
+    with precision.emulate_fp16_autocast(two):
+        assert two(torch.tensor([[4e4, 4e4]])).isinf().all()                  # 80,000 overflows fp16
+
+
+def test_bf16_adamw_master_is_torch_adamw_and_roundings_differ_as_they_should():
+    g = torch.Generator().manual_seed(0)
+    start = (torch.randn(40, 20, generator=g) * 0.05).to(torch.bfloat16)
+    grads = [torch.randn(40, 20, generator=g).to(torch.bfloat16) for _ in range(5)]
+    final = {}
+    for rounding in precision.Bf16AdamW.ROUNDINGS:
+        p, ref = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.float())
+        opt = precision.Bf16AdamW([p], lr=1e-3, weight_decay=0.1, rounding=rounding, generator=torch.Generator().manual_seed(1))
+        torch_opt = torch.optim.AdamW([ref], lr=1e-3, weight_decay=0.1, foreach=False)
+        for grad in grads:
+            p.grad, ref.grad = grad.clone(), grad.float()
+            opt.step()
+            torch_opt.step()
+        if rounding == "master":
+            assert torch.equal(opt.state[p]["master"], ref.detach()) and torch.equal(p.detach(), ref.detach().to(torch.bfloat16))
+        final[rounding] = p.detach().clone()
+    assert not torch.equal(final["nearest"], final["stochastic"])
+    with pytest.raises(LabkitError, match="rounding"):
+        precision.Bf16AdamW([torch.nn.Parameter(start.clone())], rounding="up")

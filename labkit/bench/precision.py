@@ -13,8 +13,14 @@ untimed steps, then ``--steps`` timed steps (median step time); peak memory is
 AdamW states and activations).
 
 Configurations: fp32 (tf32 off), tf32 (fp32 weights, tensor-core matmuls),
-bf16-mixed and fp16-mixed (autocast; fp16 with torch's GradScaler and with the
-from-scratch `labkit.precision.DynamicLossScaler`), and pure bf16 weights.
+bf16-mixed and fp16-mixed (autocast; fp16 with torch's GradScaler, with the
+from-scratch `labkit.precision.DynamicLossScaler`, and with no loss scaling at
+all: the arm lab 02, section 7 shows failing), and pure bf16 weights.
+Each row also records the fastest and slowest timed step (the spread behind the
+median) and, for the loss-scaled arms, how the scaler checks for inf/NaN
+(``inf_check``: "fused" = one ``torch._amp_foreach_non_finite_check_and_unscale_``
+per device and dtype; rows written before that column existed were measured
+with labkit's earlier per-tensor ``torch.isfinite(g).all()``).
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ CONFIGS = {
     "bf16-mixed": ("bf16-mixed", False, None),
     "fp16-mixed": ("fp16-mixed", False, "torch"),
     "fp16-mixed (labkit scaler)": ("fp16-mixed", False, "labkit"),
+    "fp16-mixed (no loss scaling)": ("fp16-mixed", False, "off"),
     "bf16 (pure)": ("bf16", False, None),
 }
 QUICK = dict(layers=2, batch_size=2, seq_len=32, steps=2, warmup=1)
@@ -84,6 +91,7 @@ def measure(name: str, cfg, dev: torch.device, batch_size: int, seq_len: int, st
     model = models.build(cfg, device=dev, seed=0, dtype=torch.bfloat16 if precision == "bf16" else None)
     n_params = models.count_params(model)
     scaler = {"torch": lambda: torch.amp.GradScaler(dev.type), "labkit": DynamicLossScaler,
+              "off": lambda: torch.amp.GradScaler(dev.type, enabled=False),   # scale 1: a no-op scaler
               None: lambda: None}[scaler_kind]()
     gen = torch.Generator().manual_seed(0)
 
@@ -113,6 +121,9 @@ def measure(name: str, cfg, dev: torch.device, batch_size: int, seq_len: int, st
         "config": name, "precision": precision, "tf32": tf32, "scaler": scaler_kind or "",
         "layers": cfg.num_hidden_layers, "params": n_params, "batch_size": batch_size, "seq_len": seq_len,
         "step_ms": round(1000 * step_s, 2),
+        "step_ms_min": round(1000 * min(times), 2),
+        "step_ms_max": round(1000 * max(times), 2),
+        "inf_check": "fused" if scaler_kind in ("torch", "labkit") else "",
         "tokens_per_s": round(tokens / step_s),
         # 6 N T: forward 2NT + backward 4NT (attention's own FLOPs left out)
         "model_tflops": round(6 * n_params * tokens / step_s / 1e12, 1),
