@@ -1,7 +1,8 @@
 """Train ``lab-cot``: lab-tiny taught to answer word problems directly *or* step by step (lab 08).
 
 In a large model, step-by-step reasoning comes from pretraining on text that
-reasons. lab-tiny never saw a digit, so here the behaviour is *taught*: a full
+reasons. lab-tiny saw word problems only as 7% of its coverage pretraining mix (worked
+solutions, no prompt that selects a mode), so here the behaviour is *taught*: a full
 fine-tune on a mixture in which the prompt selects the mode --
 
 * ``direct``       "Q: ...\\nA: The answer is N."                          (20%)
@@ -19,7 +20,7 @@ Loss is on the answers only (everything after "A:", and the results of drill lin
 Problems come from the *train* split of `labkit.data.word_problems`; the evaluation
 uses the test split (disjoint by a hash of the question).
 
-Reproduce the committed checkpoint (three rounds on one CPU core, about 30 + 12 + 11 minutes;
+Reproduce the committed checkpoint (three rounds on one CPU core, about 25 + 9 + 13 minutes;
 each continues from the previous one with fresh problems and a lower learning rate)::
 
     python -m labkit.cot_model --steps 1400 --eval-every 0 --out /tmp/lab-cot-round1

@@ -1,12 +1,13 @@
 """Which tokens did a model never train on? And a pretraining mix that leaves none.
 
 An embedding row that never received a gradient is still its random
-initialisation. ``lab-tiny`` was pretrained on the general corpus alone, so
+initialisation. ``lab-tiny`` was first pretrained on the general corpus alone, so
 every token that only the other lab corpora use -- digits of the word
 problems, the chat-template markers, dialogue and instruction words, the
-domain's machine vocabulary -- is such a row: 399 of the 1,551 token types
+domain's machine vocabulary -- was such a row: 399 of the 1,552 token types
 the lab corpora contain (measured by `report` on the committed corpora and
-lab-tiny's 100,000 training documents). Labs that fine-tune on those corpora
+lab-tiny's 100,000 training documents). The committed lab-tiny was then
+continued on `coverage_mix`, which leaves 0 (its ``training.json`` records both). Labs that fine-tune on those corpora
 then confound "learning the task" with "learning what the token is" (lab 06
 saw LoRA adapters fail to learn new tokens at all).
 

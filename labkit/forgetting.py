@@ -16,9 +16,8 @@ usual advice names, on the lab's own model, with the one shared training loop:
   plugged into `labkit.train.train(extra_loss=...)`;
 * **LoRA** -- `labkit.lora.inject_lora`: train a low-rank update, not the weights
   (``lora``: adapters on every linear layer *plus* the embedding and output rows
-  of the tokens general text never uses, because 40% of the domain corpus's
-  tokens were never seen in pretraining and an adapter cannot give them an
-  embedding -- peft calls this ``trainable_token_indices``; ``lora_adapters``:
+  of the tokens general text never uses, which no adapter on the linear layers
+  can change -- peft calls this ``trainable_token_indices``; ``lora_adapters``:
   adapters only);
 * **the driver** -- `setup()` then `run_strategy(name, lab)` / `compare(names, lab)`:
   the notebook, `python -m labkit forgetting` and `labkit/bench/forgetting.py`

@@ -36,3 +36,15 @@ def test_bad_mix_is_one_line(tok):
     with pytest.raises(LabkitError, match="add up to 1"):
         coverage.coverage_mix(tok, 100, mix={"general": 0.5, "instructions": 0.1, "dialogues": 0.1,
                                              "word_problems": 0.1, "domain_words": 0.1})
+
+
+def test_committed_lab_tiny_was_continued_on_the_coverage_mix():
+    """The committed model's training.json names both rounds and the untrained-token count (0)."""
+    import json
+    from pathlib import Path
+
+    record = json.loads((Path(coverage.__file__).parent.parent / "data/models/lab-tiny/training.json").read_text())
+    assert record["mix"] == "coverage" and record["init_from"] == "lab-tiny"
+    assert record["coverage"]["untrained_in_lab_corpora"] == 0
+    assert "--mix coverage" in record["command"] and "pending" not in record
+    assert record["rounds"], "the first pretraining round is kept in rounds"
