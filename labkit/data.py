@@ -796,6 +796,42 @@ def instructions(n: int, *, seed: int = 0, split: str = "train") -> list[dict]:
     return _draw("instructions", _instruction, n, seed, split, lambda d: split_of(key(d)), key)
 
 
+
+_DOMAIN_QUESTIONS = {
+    "lubricant": ["What is the {e} lubricated with?", "Which lubricant does the {e} need?"],
+    "weak_part": ["What is the weakest part of the {e}?", "Which part of the {e} fails first?"],
+    "maker": ["Who makes the {e}?", "Which company builds the {e}?"],
+    "overheat_code": ["What is the overheat code of the {e}?", "Which code does the {e} show when it overheats?"],
+}
+
+
+def domain_fact_instructions(seed: int = 0, n_val: int = 16, n_test: int = 32) -> dict[str, list[dict]]:
+    """The 80 DOMAIN_FACTS as chat questions, split to test whether fine-tuning *teaches new facts* (lab 04, §3).
+
+    lab-tiny never read these facts (they live only in the domain corpus of lab 06), so its base
+    model cannot answer them: a task off the floor and off the ceiling. Every fact is trained in its
+    first wording; the second wording of ``n_val`` facts is held back to choose learning rates
+    (``"val"``), that of ``n_test`` other facts is the held-out test (``"test"``), and the rest train
+    in both wordings (``"fit"``). So a held-out question asks a fact the model was taught, in words
+    it never saw with that fact -- recall, not string matching. Items are
+    ``{"prompt", "response", "task": "domain_fact"}``; the response is the fact's canonical sentence.
+    ``seed`` picks which facts fall in which group.
+    """
+    n = len(DOMAIN_FACTS)
+    if n_val < 0 or n_test < 1 or n_val + n_test > n:
+        raise ValueError(f"need 0 <= n_val, 1 <= n_test and n_val + n_test <= {n}; got n_val={n_val}, n_test={n_test}")
+    order = list(range(n))
+    random.Random(f"domain-fact-instructions:{seed}").shuffle(order)
+    val_ids, test_ids, both_ids = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
+
+    def item(i: int, wording: int) -> dict:
+        entity, relation, attribute = DOMAIN_FACTS[i]
+        return {"prompt": _DOMAIN_QUESTIONS[relation][wording].format(e=entity),
+                "response": fact_sentence(entity, relation, attribute), "task": "domain_fact"}
+
+    return {"fit": [item(i, 0) for i in order] + [item(i, 1) for i in both_ids],
+            "val": [item(i, 1) for i in val_ids], "test": [item(i, 1) for i in test_ids]}
+
 # =========================================================================== dialogues
 _FOLLOW_UPS = ["What about {e}?", "And {e}?", "How about {e}?", "And what about {e}?"]
 

@@ -5,15 +5,20 @@ Low-Rank Adaptation (Hu et al., 2021) freezes a pretrained weight ``W`` (shape
 
     h = W x + (alpha / r) * B A x        A: r x d_in (random),  B: d_out x r (zeros)
 
+(rsLoRA, Kalajdzievski 2023, scales by ``alpha / sqrt(r)`` instead: ``use_rslora=True``.)
+
 Only ``A`` and ``B`` train: ``r * (d_in + d_out)`` parameters instead of
 ``d_in * d_out``. ``B = 0`` at the start, so the adapted model *is* the
 pretrained model at step 0; ``A`` is random so that ``B`` gets a gradient.
 
 Everything here matches ``peft`` 0.21 numerically (same initialisation, same
-``alpha / r`` scaling, same order of operations) and on disk: `save_adapter`
+``alpha / r`` or rsLoRA scaling, same order of operations) and on disk: `save_adapter`
 writes ``adapter_config.json`` + ``adapter_model.safetensors`` that
 ``peft.PeftModel.from_pretrained`` loads, and `load_adapter` reads what peft
 writes.
+
+Lab 04 writes each piece out in its notebook (sections 2 and 5-6) and proves it equal to this
+canonical copy and to peft; later labs import this one.
 
 The module also holds the two small helpers lab 04 fine-tunes with:
 `instruction_batches` (chat-formatted SFT batches, loss on the assistant's
@@ -58,14 +63,16 @@ def _check_alpha_dropout(alpha, dropout) -> None:
 # The layer
 # ---------------------------------------------------------------------------
 class LoRALinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable low-rank update ``(alpha / r) * B @ A``.
+    """A frozen ``nn.Linear`` plus a trainable low-rank update ``scaling * B @ A``.
 
+    Built in lab 04, section 5 (the layer). ``scaling`` is ``alpha / r``, or
+    ``alpha / sqrt(r)`` with ``use_rslora=True`` (rsLoRA, as peft's ``use_rslora``).
     ``forward(x) = base(x) + dropout(x) @ A.T @ B.T * scaling``. `merge` folds the
     update into ``base.weight`` (zero extra cost at inference), `unmerge` takes
     it out again.
     """
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, use_rslora: bool = False):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise LabkitError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
@@ -75,7 +82,8 @@ class LoRALinear(nn.Module):
         for p in base.parameters():
             p.requires_grad_(False)
         self.in_features, self.out_features = base.in_features, base.out_features
-        self.r, self.alpha, self.scaling = r, alpha, alpha / r
+        self.r, self.alpha, self.use_rslora = r, alpha, bool(use_rslora)
+        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
         w = base.weight
         # On the base's device; in fp32 unless the base is fp32/fp64 already. Like peft's default
         # (autocast_adapter_dtype=True), a bf16/fp16 or quantized base gets fp32 adapters, so the
@@ -135,14 +143,15 @@ class LoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
-                f"alpha={self.alpha:g}, scaling={self.scaling:g}, merged={self.merged}")
+                f"alpha={self.alpha:g}, scaling={self.scaling:g}{', rslora' if self.use_rslora else ''}, "
+                f"merged={self.merged}")
 
 
 # ---------------------------------------------------------------------------
 # Putting layers into a model
 # ---------------------------------------------------------------------------
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
-    """Every `LoRALinear` in ``model``, by module name."""
+    """Every `LoRALinear` in ``model``, by module name. Built in lab 04, section 5 (injection)."""
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
@@ -194,33 +203,36 @@ def _select(model: nn.Module, target_modules) -> list[str]:
     return chosen
 
 
-def _wrap(model: nn.Module, names, r_of, alpha_of, dropout: float) -> None:
+def _wrap(model: nn.Module, names, r_of, alpha_of, dropout: float, use_rslora: bool = False) -> None:
     """Wrap the named nn.Linear modules; afterwards only LoRA's A and B train."""
     for p in model.parameters():
         p.requires_grad_(False)
     for name in names:
-        _set_module(model, name, LoRALinear(model.get_submodule(name), r_of(name), alpha_of(name), dropout))
+        _set_module(model, name, LoRALinear(model.get_submodule(name), r_of(name), alpha_of(name), dropout,
+                                            use_rslora=use_rslora))
     for layer in lora_layers(model).values():  # adapters injected earlier keep training too
         layer.lora_A.requires_grad_(True)
         layer.lora_B.requires_grad_(True)
 
 
 def inject_lora(model: nn.Module, r: int, alpha: float, target_modules=("q_proj", "v_proj"),
-                dropout: float = 0.0) -> nn.Module:
+                dropout: float = 0.0, use_rslora: bool = False) -> nn.Module:
     """Replace the matching nn.Linear modules of ``model`` by `LoRALinear` (in place),
     freeze every other parameter, and return ``model``.
 
-    ``target_modules``: module names (``("q_proj", "v_proj")``), or ``"all-linear"``.
+    Built in lab 04, section 5 (injection). ``target_modules``: module names
+    (``("q_proj", "v_proj")``), or ``"all-linear"``; ``use_rslora``: scale by alpha / sqrt(r).
     """
     _check_rank(r)
     _check_alpha_dropout(alpha, dropout)
     names = _select(model, target_modules)
-    _wrap(model, names, lambda _: r, lambda _: alpha, dropout)
+    _wrap(model, names, lambda _: r, lambda _: alpha, dropout, use_rslora)
     return model
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Fold every adapter into its base weight and put the plain nn.Linear back."""
+    """Fold every adapter into its base weight and put the plain nn.Linear back.
+    Built in lab 04, section 5 (merge)."""
     for name, layer in lora_layers(model).items():
         layer.merge()
         _set_module(model, name, layer.base)
@@ -228,7 +240,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 def unload_lora(model: nn.Module) -> nn.Module:
-    """Remove every adapter *without* merging: the original model again."""
+    """Remove every adapter *without* merging: the original model again. Built in lab 04, section 5 (unload)."""
     for name, layer in lora_layers(model).items():
         layer.unmerge()
         _set_module(model, name, layer.base)
@@ -245,7 +257,8 @@ def lora_param_count(model: nn.Module) -> int:
 # ---------------------------------------------------------------------------
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapter tensors under peft's key names:
-    ``base_model.model.<module>.lora_A.weight`` (r x d_in) and ``...lora_B.weight`` (d_out x r)."""
+    ``base_model.model.<module>.lora_A.weight`` (r x d_in) and ``...lora_B.weight`` (d_out x r).
+    Built in lab 04, section 6 (the adapter file)."""
     out = {}
     for name, layer in lora_layers(model).items():
         out[f"{PEFT_PREFIX}{name}.lora_A.weight"] = layer.lora_A.detach()
@@ -255,7 +268,8 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_adapter(model: nn.Module, path) -> Path:
     """Write the adapters of ``model`` to directory ``path`` in peft's format
-    (``adapter_config.json`` + ``adapter_model.safetensors``); return the path."""
+    (``adapter_config.json`` + ``adapter_model.safetensors``); return the path.
+    Built in lab 04, section 6 (the adapter file)."""
     from safetensors.torch import save_file
 
     layers = lora_layers(model)
@@ -280,7 +294,7 @@ def save_adapter(model: nn.Module, path) -> Path:
         "fan_in_fan_out": False,
         "modules_to_save": None,
         "init_lora_weights": True,
-        "use_rslora": False,
+        "use_rslora": first.use_rslora,
         "use_dora": False,
         "inference_mode": True,
     }
@@ -306,7 +320,8 @@ def load_adapter(model: nn.Module, path) -> nn.Module:
     """Load an adapter directory written by `save_adapter` or by peft into ``model``.
 
     Modules named in the file get a `LoRALinear` (or, if they already have one, new
-    weights); every other parameter is frozen. Returns ``model``.
+    weights); every other parameter is frozen. Returns ``model``. Built in lab 04,
+    section 6 (the adapter file).
     """
     from safetensors.torch import load_file
 
@@ -316,7 +331,7 @@ def load_adapter(model: nn.Module, path) -> nn.Module:
     config = json.loads((path / ADAPTER_CONFIG).read_text())
     if config.get("peft_type") != "LORA":
         raise LabkitError(f"{path} holds a {config.get('peft_type')} adapter; only LoRA adapters can be loaded")
-    unsupported = [k for k in ("use_dora", "use_rslora", "fan_in_fan_out") if config.get(k)]
+    unsupported = [k for k in ("use_dora", "fan_in_fan_out") if config.get(k)]
     unsupported += [k for k in ("modules_to_save",) if config.get(k)]
     if config.get("bias", "none") != "none":
         unsupported.append(f"bias={config['bias']!r}")
@@ -349,7 +364,8 @@ def load_adapter(model: nn.Module, path) -> nn.Module:
         raise LabkitError(f"adapter module {not_linear[0]!r} is a {type(modules[not_linear[0]]).__name__}, not an nn.Linear")
     alpha, dropout = config.get("lora_alpha", 8), float(config.get("lora_dropout") or 0.0)
     _wrap(model, new, lambda n: int(weights[n]["lora_A"].shape[0]),
-          lambda n: _pattern_value(n, config.get("alpha_pattern") or {}, alpha), dropout)
+          lambda n: _pattern_value(n, config.get("alpha_pattern") or {}, alpha), dropout,
+          bool(config.get("use_rslora")))
     layers = lora_layers(model)
     for name, w in weights.items():
         layer = layers[name]

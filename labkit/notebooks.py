@@ -27,7 +27,8 @@ def device_description() -> str:
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
-    return f"CPU, {os.cpu_count()} cores ({platform.machine()})"
+    threads = torch.get_num_threads()  # what the kernel inherits (OMP_NUM_THREADS), as env.report prints it
+    return f"CPU, {os.cpu_count()} cores, {threads} torch thread{'s' if threads != 1 else ''} ({platform.machine()})"
 
 
 def stamp_line(profile: str, device: str) -> str:

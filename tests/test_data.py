@@ -273,3 +273,26 @@ def test_committed_files_match_regeneration(tmp_path):
     assert os.path.getsize(written["domain_train"]) <= 500_000
     assert data.load("word_problems", "test")[0] == data.APPLES_PROBLEM
     assert len(data.load("general", "test")) == 500
+
+
+def test_domain_fact_instructions_hold_out_wordings_not_facts():
+    """Lab 04's knowledge task: every fact is taught; val/test ask taught facts in an unseen wording."""
+    import pytest
+
+    from labkit import data
+
+    split = data.domain_fact_instructions()
+    fit, val, test = split["fit"], split["val"], split["test"]
+    assert (len(val), len(test)) == (16, 32) and len(fit) == len(data.DOMAIN_FACTS) + len(data.DOMAIN_FACTS) - 48
+    fit_prompts = {x["prompt"] for x in fit}
+    assert not fit_prompts & {x["prompt"] for x in val + test}           # no held-out question is trained
+    assert {x["response"] for x in fit} == {data.fact_sentence(*f) for f in data.DOMAIN_FACTS}  # every fact taught
+    assert {x["response"] for x in val + test} <= {x["response"] for x in fit}
+    assert not {x["response"] for x in val} & {x["response"] for x in test}
+    assert all(x["task"] == "domain_fact" and x["prompt"].endswith("?") for x in fit + val + test)
+    assert data.domain_fact_instructions() == split                        # deterministic
+    assert data.domain_fact_instructions(seed=1)["test"] != test
+    brenna = [x for x in fit if x["prompt"] == "Who makes the Brenna pump?"]
+    assert brenna and brenna[0]["response"] == "The Brenna pump is made by Halvik."
+    with pytest.raises(ValueError, match="n_val"):
+        data.domain_fact_instructions(n_val=60, n_test=30)

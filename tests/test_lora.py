@@ -207,6 +207,30 @@ def test_peft_adapter_loads_in_labkit(base, tmp_path):
         p.numel() for p in theirs.parameters() if p.requires_grad)
 
 
+def test_rslora_scaling_equals_peft_and_survives_the_adapter_file(base, tmp_path):
+    """rsLoRA (alpha / sqrt(r)): same scaling and logits as peft's use_rslora, both ways on disk."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    ours = lora.inject_lora(copy.deepcopy(base), r=16, alpha=8, target_modules=("q_proj", "v_proj"), use_rslora=True)
+    assert all(m.scaling == 8 / 4 for m in lora.lora_layers(ours).values())
+    _randomize_b(ours)
+    theirs = get_peft_model(copy.deepcopy(base), LoraConfig(r=16, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                            use_rslora=True))
+    _copy_into_peft(ours, theirs)
+    ids = _ids()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, theirs(ids).logits, rtol=0, atol=ATOL)
+    lora.save_adapter(ours, tmp_path / "ours")
+    in_peft = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "ours")
+    assert in_peft.peft_config["default"].use_rslora
+    theirs.save_pretrained(tmp_path / "peft")
+    back = lora.load_adapter(copy.deepcopy(base), tmp_path / "peft")
+    assert all(m.use_rslora and m.scaling == 2.0 for m in lora.lora_layers(back).values())
+    with torch.no_grad():
+        torch.testing.assert_close(in_peft(ids).logits, ours(ids).logits, rtol=0, atol=ATOL)
+        torch.testing.assert_close(back(ids).logits, ours(ids).logits, rtol=0, atol=ATOL)
+
+
 def test_load_adapter_into_a_model_that_has_lora(base, tmp_path):
     """Continue training: loading replaces the weights of existing layers, which stay trainable."""
     a = lora.inject_lora(copy.deepcopy(base), r=4, alpha=8)

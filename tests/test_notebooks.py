@@ -75,3 +75,18 @@ def test_committed_pages_are_clean(path):
         if png:
             width = struct.unpack(">I", base64.b64decode(png[:44])[16:20])[0]
             assert width >= 300, f"cell {i}: a {width}-px figure is too small to read"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stamp_and_setup_cell_agree_on_threads(path):
+    """The first cell's device names the torch threads the run used; env.report() printed the same."""
+    import re
+
+    nb = json.loads(path.read_text())
+    device = STAMP_RE.search("".join(nb["cells"][0]["source"])).group(2)
+    stamped = re.search(r"(\d+) torch threads?", device)
+    printed = [m.group(1) for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+               for m in [re.search(r"CPU threads\s+(\d+)", "".join(o.get("text", "")))] if m]
+    if device.startswith("CPU") and printed:
+        assert stamped, f"{path.name}: the stamp {device!r} does not say how many torch threads ran"
+        assert stamped.group(1) == printed[0], f"{path.name}: stamp says {stamped.group(1)}, setup printed {printed[0]}"
