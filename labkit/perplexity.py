@@ -35,7 +35,10 @@ def real_english() -> list[str]:
 def perplexity(model, tokenizer, texts: list[str], batch_size: int = 8) -> dict:
     """Token-weighted perplexity of ``model`` on ``texts`` (each text scored on its own).
 
-    Returns ``{"perplexity", "nll", "tokens", "bits_per_byte", "documents"}``.
+    Returns ``{"perplexity", "nll", "tokens", "bits_per_byte", "documents", "doc_nll", "doc_tokens"}``:
+    ``doc_nll[i]`` is document i's mean NLL per predicted token and ``doc_tokens[i]`` its count,
+    so two models scored on the same texts can be compared document by document
+    (`labkit.stats.paired_bootstrap`).
     """
     if not texts:
         raise LabkitError("perplexity needs at least one text")
@@ -47,6 +50,7 @@ def perplexity(model, tokenizer, texts: list[str], batch_size: int = 8) -> dict:
         raise LabkitError("every text needs at least two tokens to score")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     nll_sum, n_tokens = 0.0, 0
+    doc_nll, doc_tokens = [], []
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start:start + batch_size]
         width = max(len(ids) for ids in chunk)
@@ -62,9 +66,13 @@ def perplexity(model, tokenizer, texts: list[str], batch_size: int = 8) -> dict:
         keep = mask[:, 1:].bool()
         nll_sum += nll[keep].sum().item()
         n_tokens += int(keep.sum())
+        for row, k in zip(nll, keep):
+            doc_tokens.append(int(k.sum()))
+            doc_nll.append(row[k].sum().item() / doc_tokens[-1])
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     return {"perplexity": math.exp(nll_sum / n_tokens), "nll": nll_sum / n_tokens, "tokens": n_tokens,
-            "bits_per_byte": nll_sum / math.log(2) / n_bytes, "documents": len(texts)}
+            "bits_per_byte": nll_sum / math.log(2) / n_bytes, "documents": len(texts),
+            "doc_nll": doc_nll, "doc_tokens": doc_tokens}
 
 
 def report(model_names: list[str], n_docs: int = 200) -> dict:

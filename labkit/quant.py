@@ -11,6 +11,9 @@ against `bitsandbytes`:
 * **NF4** -- 16 levels at quantiles of a normal distribution, one fp32 absmax
   per block of 64 weights, two 4-bit codes per byte (Dettmers et al. 2023);
   bit-identical to ``bitsandbytes.functional.quantize_4bit(..., quant_type="nf4")``;
+* **FP4** -- bitsandbytes' other 4-bit type (``quant_type="fp4"``): a sign bit and 3 bits
+  of a tiny float, its 7 magnitudes E2M1-like values divided by 6; same blocks and packing,
+  bit-identical too;
 * **double quantization** -- the fp32 absmax constants themselves quantized to
   8 bits in blocks of 256 (bitsandbytes' ``compress_statistics=True``):
   4.5 -> ~4.127 bits per parameter;
@@ -18,7 +21,9 @@ against `bitsandbytes`:
   dequantizes them to the compute dtype in every forward *and* backward, so
   no 16-bit copy of the weight is ever kept (QLoRA's base model);
 * **quantize_model** -- swap a model's linear layers for labkit's or
-  bitsandbytes' 4-bit layer.
+  bitsandbytes' 4-bit layer;
+* **merge_lora_4bit** -- fold LoRA adapters into a 4-bit base: dequantize,
+  add ``s * B @ A`` in fp32, requantize (or keep the merged weight dense).
 
 One deliberate difference from bitsandbytes: a NaN or inf in a tensor to
 quantize is an error here. bitsandbytes propagates it without a word -- the
@@ -257,25 +262,125 @@ def nf4_dequantize(packed: torch.Tensor, absmax: torch.Tensor, shape, blocksize:
 
 
 # ---------------------------------------------------------------------------
+# FP4: bitsandbytes' 4-bit float
+# ---------------------------------------------------------------------------
+def fp4_levels() -> torch.Tensor:
+    """The 16 FP4 values of bitsandbytes, **in code order** (code = sign bit, then 3 bits).
+
+    A tiny float: 1 sign bit, 2 exponent bits, 1 mantissa bit. The 3 magnitude bits
+    ``0b000 .. 0b111`` mean 0, 0.0625 (the one subnormal), 8, 12, 4, 6, 2, 3 -- divided by the
+    largest, 12, so the type covers [-1, 1] like NF4; the sign bit (8) negates (code 8 is +0
+    again). Evenly spaced in log scale, not in probability as NF4 is: the QLoRA paper
+    (Dettmers et al., 2023) compares the two. Lab 05, section 4 builds it.
+    """
+    magnitudes = [0.0, 0.0625, 8.0, 12.0, 4.0, 6.0, 2.0, 3.0]
+    return torch.tensor([m / 12 for m in magnitudes] + [-m / 12 if m else 0.0 for m in magnitudes],
+                        dtype=torch.float32)
+
+
+FP4_LEVELS = fp4_levels()
+QUANT_TYPES = ("nf4", "fp4")
+
+
+def levels_4bit(quant_type: str = "nf4") -> torch.Tensor:
+    """The code book of a 4-bit type: value of code 0..15 (NF4 sorted, FP4 in bitsandbytes' order)."""
+    if quant_type == "nf4":
+        return NF4_LEVELS
+    if quant_type == "fp4":
+        return FP4_LEVELS
+    raise LabkitError(f"unknown 4-bit type {quant_type!r}; use one of {', '.join(QUANT_TYPES)}")
+
+
+def quantize_4bit(w: torch.Tensor, blocksize: int = NF4_BLOCKSIZE,
+                  quant_type: str = "nf4") -> tuple[torch.Tensor, torch.Tensor]:
+    """Blockwise absmax + nearest level of a 4-bit code book; ``(packed uint8, fp32 absmax)``.
+
+    The nearest level is found on the *sorted* levels (an exact midpoint goes to the lower
+    one), then mapped back to its code: for NF4 the order is the identity, for FP4 it is
+    not. Bit-identical to ``bitsandbytes.functional.quantize_4bit(w, blocksize, quant_type=...)``
+    on finite tensors whose size is a multiple of ``blocksize``.
+    """
+    levels = levels_4bit(quant_type)
+    name = f"{quant_type}_quantize"
+    _check_float(w, name)
+    _check_blocks(w.numel(), blocksize, f"{quant_type.upper()}-quantize")
+    _check_finite(w, name, blocksize=blocksize)
+    blocks = w.reshape(-1, blocksize).float()
+    absmax = blocks.abs().amax(dim=1)
+    scaled = torch.clamp(blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1), -1, 1)
+    order = torch.argsort(levels)                  # code of the i-th smallest level (FP4: +0 and -0 tie)
+    ordered = levels[order]
+    midpoints = (ordered[:-1] + ordered[1:]) / 2
+    rank = torch.bucketize(scaled.reshape(-1), midpoints.to(w.device))   # x == midpoint -> lower level
+    return pack_4bit(order.to(w.device)[rank]), absmax
+
+
+def dequantize_4bit(packed: torch.Tensor, absmax: torch.Tensor, shape, blocksize: int = NF4_BLOCKSIZE,
+                    quant_type: str = "nf4", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Undo `quantize_4bit`: ``level[code] * absmax`` in float32, then cast to ``dtype``."""
+    if quant_type == "nf4":
+        return nf4_dequantize(packed, absmax, shape, blocksize, dtype)
+    levels = levels_4bit(quant_type)
+    shape = torch.Size(shape)
+    _check_blocks(shape.numel(), blocksize, f"{quant_type.upper()}-dequantize")
+    if packed.numel() * 2 != shape.numel() or absmax.numel() * blocksize != shape.numel():
+        raise LabkitError(f"packed ({packed.numel():,} bytes) and absmax ({absmax.numel():,} blocks) "
+                          f"do not describe a tensor of shape {tuple(shape)} in blocks of {blocksize}")
+    values = levels.to(packed.device)[unpack_4bit(packed)].view(-1, blocksize)
+    return (values * absmax.float().view(-1, 1)).to(dtype).reshape(shape)
+
+
+def fp4_quantize(w: torch.Tensor, blocksize: int = NF4_BLOCKSIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """FP4-quantize ``w`` (bitsandbytes ``quant_type="fp4"``): `quantize_4bit` with the FP4 code book."""
+    return quantize_4bit(w, blocksize, "fp4")
+
+
+def fp4_dequantize(packed: torch.Tensor, absmax: torch.Tensor, shape, blocksize: int = NF4_BLOCKSIZE,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Undo `fp4_quantize`."""
+    return dequantize_4bit(packed, absmax, shape, blocksize, "fp4", dtype)
+
+
+# ---------------------------------------------------------------------------
 # Double quantization: the absmax constants in 8 bits
 # ---------------------------------------------------------------------------
-def dynamic_map(max_exponent_bits: int = 7, total_bits: int = 8) -> torch.Tensor:
-    """bitsandbytes' signed 8-bit "dynamic tree" code: 256 sorted values in [-1, 1].
+def dynamic_map(max_exponent_bits: int = 7, total_bits: int = 8, signed: bool = True) -> torch.Tensor:
+    """bitsandbytes' 8-bit "dynamic tree" code (``create_dynamic_map``): 256 sorted values in [-1, 1].
 
-    Each value is ``+-10^e * m``: a decimal exponent e in -6..0 and a fraction
-    m in (0.1, 1). Exponent -6 gets 1 fraction value per sign, exponent 0 gets
-    64: dense near 0, coarse near 1, like a float, with 0 and 1 exact
-    (Dettmers 2016, "8-bit approximations for parallelism in deep learning").
+    Each value is ``+-10^e * m``: a decimal exponent e in ``-(max_exponent_bits-1)..0`` and a
+    fraction m in (0.1, 1). With the defaults, exponent -6 gets 1 fraction value per sign,
+    exponent 0 gets 64: dense near 0, coarse near 1, like a float, with 0 and 1 exact
+    (Dettmers 2016, "8-bit approximations for parallelism in deep learning"). Bits left over
+    when ``max_exponent_bits < total_bits - 1`` give the last exponent extra fractions. With
+    ``total_bits < 8`` the 2^total_bits values are padded with zeros to 256, as bitsandbytes
+    does (the table is always indexed by a byte).
     """
+    if not (isinstance(total_bits, int) and 2 <= total_bits <= 8):
+        raise LabkitError(f"total_bits must be an integer in 2..8, got {total_bits!r}")
+    if not (isinstance(max_exponent_bits, int) and max_exponent_bits >= 1):
+        raise LabkitError(f"max_exponent_bits must be a positive integer, got {max_exponent_bits!r}")
+    non_sign_bits = total_bits - 1
     values = []
-    for i in range(max_exponent_bits):
-        items = 2 ** (i + total_bits - 1 - max_exponent_bits) + 1
+
+    def add(items: int, scale: float) -> None:
         edges = torch.linspace(0.1, 1, items, dtype=torch.float32)
         means = (edges[:-1] + edges[1:]) / 2.0            # fraction values: bin centres in (0.1, 1)
-        scale = 10 ** (-(max_exponent_bits - 1) + i)
-        values += (scale * means).tolist() + (-scale * means).tolist()
+        values.extend((scale * means).tolist())
+        if signed:
+            values.extend((-scale * means).tolist())
+
+    for i in range(max_exponent_bits):
+        items = int(2 ** (i + non_sign_bits - max_exponent_bits) + 1 if signed
+                    else 2 ** (i + non_sign_bits - max_exponent_bits + 1) + 1)
+        add(items, 10 ** (-(max_exponent_bits - 1) + i))
+    extra = 2 ** (non_sign_bits - max_exponent_bits) - 1
+    if extra > 0:
+        add(extra + 1, 10 ** (-(max_exponent_bits - 1) + max_exponent_bits - 1))
     values += [0.0, 1.0]
-    values += [0.0] * (2**total_bits - len(values))
+    if len(values) != 2**total_bits:
+        raise LabkitError(f"max_exponent_bits={max_exponent_bits} does not fill {total_bits} bits "
+                          f"({len(values)} values instead of {2**total_bits}); bitsandbytes refuses it too")
+    values += [0.0] * (256 - len(values))
     return torch.tensor(sorted(values), dtype=torch.float32)
 
 
@@ -391,22 +496,38 @@ class _NF4Linear(torch.autograd.Function):
         return grad_x, None, grad_b
 
 
+class QuantizedWeightError(LabkitError, AttributeError):
+    """Raised for ``Linear4bit.weight``: there is no dense weight to read or merge into.
+
+    Also an ``AttributeError``, so ``hasattr(layer, "weight")`` is simply False."""
+
+
 class Linear4bit(nn.Module):
-    """A frozen linear layer stored as NF4 (+ optional double-quantized absmax).
+    """A frozen linear layer stored as NF4 or FP4 (+ optional double-quantized absmax).
 
     ``forward(x)`` casts x to ``compute_dtype`` (None: keep x's dtype, as
     bitsandbytes does for fp32/bf16 inputs), dequantizes W to that dtype,
     multiplies, and casts the result back to x's dtype -- the same steps as
     ``bitsandbytes.nn.Linear4bit`` on CPU, so the outputs are bit-identical.
+
+    The quantization state (absmax, and with double quantization its codes' scales and offset)
+    stays float32 under ``.to(torch.bfloat16)`` / ``.half()``, as bitsandbytes keeps its
+    ``quant_state``: casting it would change every dequantized weight by up to ~0.4%. The bias
+    does follow the cast. There is no ``.weight`` (it exists only inside each call): reading it
+    raises `QuantizedWeightError`; `dequantize` returns it, `merge_lora_4bit` merges into it.
     """
+
+    _STATE = ("absmax", "absmax2", "absmax_offset")
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  compute_dtype: torch.dtype | None = None, blocksize: int = NF4_BLOCKSIZE,
-                 double_quant: bool = False, device=None):
+                 double_quant: bool = False, quant_type: str = "nf4", device=None):
         super().__init__()
-        _check_blocks(in_features * out_features, blocksize, "NF4-quantize")
+        levels_4bit(quant_type)                               # an unknown type: one line, here
+        _check_blocks(in_features * out_features, blocksize, f"{quant_type.upper()}-quantize")
         self.in_features, self.out_features = in_features, out_features
         self.compute_dtype, self.blocksize, self.double_quant = compute_dtype, blocksize, double_quant
+        self.quant_type = quant_type
         n = in_features * out_features
         self.register_buffer("packed", torch.zeros(n // 2, dtype=torch.uint8, device=device))
         if double_quant:
@@ -420,12 +541,13 @@ class Linear4bit(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, compute_dtype: torch.dtype | None = None,
-                    blocksize: int = NF4_BLOCKSIZE, double_quant: bool = False) -> "Linear4bit":
+                    blocksize: int = NF4_BLOCKSIZE, double_quant: bool = False,
+                    quant_type: str = "nf4") -> "Linear4bit":
         """Quantize an ``nn.Linear`` (its weight is not kept)."""
         w = linear.weight.detach()
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
                     compute_dtype=compute_dtype, blocksize=blocksize, double_quant=double_quant,
-                    device=w.device)
+                    quant_type=quant_type, device=w.device)
         layer.quantize_(w)
         if linear.bias is not None:
             layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
@@ -436,7 +558,7 @@ class Linear4bit(nn.Module):
         if tuple(weight.shape) != (self.out_features, self.in_features):
             raise LabkitError(f"weight of shape {tuple(weight.shape)} does not fit a "
                               f"{self.in_features} -> {self.out_features} layer")
-        packed, absmax = nf4_quantize(weight, self.blocksize)
+        packed, absmax = quantize_4bit(weight, self.blocksize, self.quant_type)
         self.packed.copy_(packed)
         if self.double_quant:
             dq = double_quantize(absmax)
@@ -455,8 +577,26 @@ class Linear4bit(nn.Module):
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight as a dense ``(out_features, in_features)`` tensor of ``dtype``."""
-        return nf4_dequantize(self.packed, self.block_absmax(), (self.out_features, self.in_features),
-                              self.blocksize, dtype)
+        return dequantize_4bit(self.packed, self.block_absmax(), (self.out_features, self.in_features),
+                               self.blocksize, self.quant_type, dtype)
+
+    def __getattr__(self, name):
+        # nn.Module.__getattr__ finds parameters and buffers; "weight" is neither here.
+        if name != "weight":
+            return super().__getattr__(name)
+        raise QuantizedWeightError(
+            f"a labkit Linear4bit keeps its weight as {self.quant_type.upper()} codes, not as a dense .weight; "
+            "use layer.dequantize(dtype) to read it, or quant.merge_lora_4bit(model) to merge LoRA adapters into it")
+
+    def _apply(self, fn, recurse=True):
+        # .to(dtype)/.half()/.cuda() reach every buffer through here: move the quantization state
+        # to the new device but keep it float32 (bitsandbytes' quant_state is never cast either).
+        state = {k: self._buffers.pop(k) for k in self._STATE if k in self._buffers}
+        super()._apply(fn, recurse)
+        for k, t in state.items():
+            moved = fn(t)
+            self._buffers[k] = moved if moved.dtype == t.dtype else t.to(moved.device)
+        return self
 
     @property
     def weight_nbytes(self) -> int:
@@ -471,19 +611,20 @@ class Linear4bit(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"nf4 blocksize={self.blocksize}, double_quant={self.double_quant}, compute_dtype={self.compute_dtype}")
+                f"{self.quant_type} blocksize={self.blocksize}, double_quant={self.double_quant}, "
+                f"compute_dtype={self.compute_dtype}")
 
 
-def _bnb_linear4bit(linear: nn.Linear, compute_dtype, double_quant: bool, blocksize: int):
-    """``bitsandbytes.nn.Linear4bit`` (NF4) holding ``linear``'s weight, quantized on its device."""
+def _bnb_linear4bit(linear: nn.Linear, compute_dtype, double_quant: bool, blocksize: int, quant_type: str = "nf4"):
+    """``bitsandbytes.nn.Linear4bit`` (NF4 or FP4) holding ``linear``'s weight, quantized on its device."""
     import bitsandbytes as bnb
 
     w = linear.weight.detach()
     layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
                               compute_dtype=compute_dtype, compress_statistics=double_quant,
-                              quant_type="nf4", device="meta")
+                              quant_type=quant_type, device="meta")
     layer.weight = bnb.nn.Params4bit(w, requires_grad=False, blocksize=blocksize, compress_statistics=double_quant,
-                                     quant_type="nf4", module=layer).to(w.device)   # .to() quantizes
+                                     quant_type=quant_type, module=layer).to(w.device)   # .to() quantizes
     if linear.bias is not None:
         layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
     return layer
@@ -493,8 +634,11 @@ BACKENDS = ("labkit", "bnb")
 
 
 def quantize_model(model: nn.Module, *, backend: str = "labkit", compute_dtype: torch.dtype | None = torch.bfloat16,
-                   double_quant: bool = False, blocksize: int = NF4_BLOCKSIZE, skip=("lm_head",)) -> nn.Module:
-    """Replace every ``nn.Linear`` (except the names in ``skip``) with a 4-bit NF4 layer, in place.
+                   double_quant: bool = False, blocksize: int = NF4_BLOCKSIZE, skip=("lm_head",),
+                   quant_type: str = "nf4") -> nn.Module:
+    """Replace every ``nn.Linear`` (except the names in ``skip``) with a 4-bit layer, in place.
+
+    ``quant_type``: ``"nf4"`` (QLoRA's NormalFloat) or ``"fp4"``, as in bitsandbytes.
 
     ``backend="labkit"``: `Linear4bit`; ``"bnb"``: ``bitsandbytes.nn.Linear4bit``.
     Embeddings, norms and the output head stay as they are, as in QLoRA. Each
@@ -506,6 +650,7 @@ def quantize_model(model: nn.Module, *, backend: str = "labkit", compute_dtype: 
     """
     if backend not in BACKENDS:
         raise LabkitError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    levels_4bit(quant_type)
     if backend == "bnb":
         try:
             import bitsandbytes  # noqa: F401
@@ -521,11 +666,72 @@ def quantize_model(model: nn.Module, *, backend: str = "labkit", compute_dtype: 
         parent = model.get_submodule(parent_name) if parent_name else model
         if backend == "labkit":
             new = Linear4bit.from_linear(linear, compute_dtype=compute_dtype, blocksize=blocksize,
-                                         double_quant=double_quant)
+                                         double_quant=double_quant, quant_type=quant_type)
         else:
-            new = _bnb_linear4bit(linear, compute_dtype, double_quant, blocksize)
+            new = _bnb_linear4bit(linear, compute_dtype, double_quant, blocksize, quant_type)
         setattr(parent, child, new)
         del linear
+    return model
+
+
+def dequantized_weight(layer: nn.Module) -> torch.Tensor:
+    """The dense fp32 weight of a labkit or bitsandbytes 4-bit layer (or of an ``nn.Linear``)."""
+    if isinstance(layer, Linear4bit):
+        return layer.dequantize(torch.float32)
+    if type(layer) is nn.Linear:
+        return layer.weight.detach().float()
+    state = getattr(getattr(layer, "weight", None), "quant_state", None)
+    if state is None:
+        raise LabkitError(f"cannot read a dense weight from a {type(layer).__name__}")
+    import bitsandbytes.functional as bnbF
+
+    return bnbF.dequantize_4bit(layer.weight.data, state).float().reshape(layer.out_features, layer.in_features)
+
+
+@torch.no_grad()
+def merge_lora_4bit(model: nn.Module, requantize: bool = True) -> nn.Module:
+    """Merge every LoRA adapter whose base is a 4-bit layer (labkit or bitsandbytes), in place.
+
+    Built in lab 05, section 6 ("merging into a 4-bit base"). A 4-bit weight cannot take
+    ``+ s * B @ A`` in place: dequantize it to fp32, add the update once (as peft merges), then
+    either **requantize** (``requantize=True``: a labkit `Linear4bit` of the same type, block
+    size and double quantization -- small again, but the sum is rounded to 16 levels per block,
+    so the merged model is *not* the trained one) or keep the merged weight **dense** in the
+    compute dtype (``requantize=False``: exact up to that dtype, 16-bit size). Adapters on
+    ordinary ``nn.Linear`` bases are merged as `lora.merge_lora` does. Returns the model.
+    """
+    from . import lora
+
+    layers = lora.lora_layers(model)
+    if not layers:
+        raise LabkitError("the model has no LoRA adapters to merge (inject_lora first, or already merged?)")
+    for name, layer in layers.items():
+        base = layer.base
+        w = dequantized_weight(base) + layer.delta_weight().float()
+        bias = None if base.bias is None else base.bias.detach().clone()
+        if isinstance(base, Linear4bit):
+            kind = dict(compute_dtype=base.compute_dtype, blocksize=base.blocksize,
+                        double_quant=base.double_quant, quant_type=base.quant_type)
+        elif type(base) is nn.Linear:
+            kind = None
+        else:  # bitsandbytes Linear4bit
+            st = base.weight.quant_state
+            kind = dict(compute_dtype=base.compute_dtype, blocksize=st.blocksize, double_quant=bool(st.nested),
+                        quant_type=st.quant_type)
+        if kind is not None and requantize:
+            new = Linear4bit(layer.in_features, layer.out_features, bias is not None, device=w.device, **kind)
+            new.quantize_(w)
+            if bias is not None:
+                new.bias = nn.Parameter(bias, requires_grad=False)
+        else:
+            dtype = base.weight.dtype if kind is None else (kind["compute_dtype"] or torch.float32)
+            new = nn.Linear(layer.in_features, layer.out_features, bias=bias is not None, device=w.device,
+                            dtype=dtype).requires_grad_(False)
+            new.weight.copy_(w.to(dtype))
+            if bias is not None:
+                new.bias.copy_(bias.to(dtype))
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
     return model
 
 

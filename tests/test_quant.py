@@ -304,3 +304,168 @@ def test_weight_bytes_is_bitsandbytes_nf4_and_keeps_embeddings_in_bf16(tiny_conf
     assert round(quant.weight_bytes(big, "nf4") / 1e9, 2) == 3.87
     with pytest.raises(LabkitError, match="unknown weight format"):
         quant.weight_bytes(big, "fp8")
+
+
+# ---------------------------------------------------------------------------
+# FP4, bitsandbytes' other 4-bit type
+# ---------------------------------------------------------------------------
+def test_fp4_levels_are_bitsandbytes_table():
+    """Code order as bitsandbytes: 1 sign, 2 exponent and 1 mantissa bit; 0b011 (=12/12) is 1."""
+    assert torch.equal(quant.FP4_LEVELS, F.get_4bit_type("fp4", device="cpu"))
+    assert quant.FP4_LEVELS[3] == 1.0 and quant.FP4_LEVELS[11] == -1.0
+    assert quant.FP4_LEVELS[6] == pytest.approx(2 / 12) and quant.FP4_LEVELS[1] == pytest.approx(0.0625 / 12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fp4_bytes_equal_bitsandbytes(shape, dtype):
+    w = _weights(shape, dtype, seed=3) * 50
+    q_ref, state = F.quantize_4bit(w, blocksize=64, quant_type="fp4")
+    packed, absmax = quant.fp4_quantize(w)
+    assert torch.equal(packed, q_ref.view(-1)) and torch.equal(absmax, state.absmax)
+    ours = quant.fp4_dequantize(packed, absmax, w.shape, dtype=dtype)
+    assert torch.equal(ours, F.dequantize_4bit(q_ref, state).reshape(w.shape))
+
+
+def test_fp4_midpoints_go_to_the_code_bitsandbytes_picks():
+    """Values just either side of each midpoint between sorted FP4 levels, and exact midpoints."""
+    lv = quant.FP4_LEVELS.sort().values
+    mids = (lv[:-1] + lv[1:]) / 2
+    x = torch.cat([mids, torch.nextafter(mids, torch.tensor(2.0)), torch.nextafter(mids, torch.tensor(-2.0))])
+    x = torch.cat([x, torch.tensor([1.0])])
+    x = torch.cat([x, torch.zeros(64 - x.numel() % 64)]) if x.numel() % 64 else x
+    q_ref, _ = F.quantize_4bit(x, blocksize=64, quant_type="fp4")
+    assert torch.equal(quant.fp4_quantize(x)[0], q_ref.view(-1))
+
+
+def test_unknown_4bit_type_is_one_line():
+    with pytest.raises(LabkitError, match="unknown 4-bit type"):
+        quant.quantize_4bit(torch.randn(64), quant_type="int4")
+    with pytest.raises(LabkitError, match="unknown 4-bit type"):
+        quant.Linear4bit(64, 64, quant_type="af4")
+
+
+@pytest.mark.parametrize("double_quant", [False, True])
+@pytest.mark.parametrize("compute_dtype", [torch.float32, torch.bfloat16])
+def test_fp4_linear_equals_bitsandbytes(compute_dtype, double_quant):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(128, 64)
+    ours = quant.Linear4bit.from_linear(lin, compute_dtype=compute_dtype, quant_type="fp4", double_quant=double_quant)
+    theirs = quant.quantize_model(torch.nn.Sequential(lin), backend="bnb", compute_dtype=compute_dtype,
+                                  quant_type="fp4", double_quant=double_quant)[0].train()
+    assert theirs.weight.quant_state.quant_type == "fp4"
+    xa = torch.randn(5, 128, requires_grad=True)
+    xb = xa.detach().clone().requires_grad_()
+    ya, yb = ours(xa), theirs(xb)
+    assert torch.equal(ya, yb)
+    ya.sum().backward()
+    yb.sum().backward()
+    assert torch.equal(xa.grad, xb.grad)
+
+
+# ---------------------------------------------------------------------------
+# Quantization state stays fp32 under dtype casts (as bitsandbytes' quant_state)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("double_quant", [False, True])
+@pytest.mark.parametrize("cast", ["to_bf16", "half"])
+def test_dtype_cast_keeps_quant_state_fp32_like_bitsandbytes(cast, double_quant):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 64)
+    ours = quant.Linear4bit.from_linear(lin, double_quant=double_quant)
+    theirs = quant.quantize_model(torch.nn.Sequential(lin), backend="bnb", compute_dtype=None,
+                                  double_quant=double_quant)[0]
+    before = ours.dequantize()
+    for m in (ours, theirs):
+        m.to(torch.bfloat16) if cast == "to_bf16" else m.half()
+    state = theirs.weight.quant_state
+    assert state.absmax.dtype == (torch.uint8 if double_quant else torch.float32)
+    for name in quant.Linear4bit._STATE:
+        if name in ours._buffers:
+            assert ours._buffers[name].dtype == torch.float32, name
+    assert torch.equal(ours.dequantize(), before)          # unchanged weights
+    assert ours.bias.dtype == theirs.bias.dtype            # the bias follows the cast in both
+    ref = F.dequantize_4bit(theirs.weight.data, state).float().reshape(64, 256)
+    assert torch.equal(ours.dequantize(), ref)
+
+
+def test_linear4bit_has_no_dense_weight_and_says_what_to_use():
+    layer = quant.Linear4bit.from_linear(torch.nn.Linear(64, 64))
+    assert not hasattr(layer, "weight")
+    with pytest.raises(LabkitError, match="dequantize"):
+        layer.weight
+
+
+# ---------------------------------------------------------------------------
+# LoRA on a 4-bit base: labkit's backend behaves like bitsandbytes', and merging
+# ---------------------------------------------------------------------------
+def _qlora_pair():
+    from labkit import lora
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential()
+    base.add_module("q_proj", torch.nn.Linear(128, 128))
+    base.add_module("v_proj", torch.nn.Linear(128, 64))
+    out = {}
+    for backend in ("labkit", "bnb"):
+        m = __import__("copy").deepcopy(base)
+        torch.manual_seed(1)
+        lora.inject_lora(m, r=4, alpha=8, target_modules=["q_proj", "v_proj"])
+        for layer in lora.lora_layers(m).values():
+            torch.nn.init.normal_(layer.lora_B, std=0.05)
+        out[backend] = quant.quantize_model(m, backend=backend, compute_dtype=None)
+    return out
+
+
+def test_merge_lora_on_a_4bit_base_is_a_clear_error_for_both_backends():
+    from labkit import lora
+
+    for backend, m in _qlora_pair().items():
+        with pytest.raises(LabkitError):
+            lora.merge_lora(m)
+
+
+@pytest.mark.parametrize("backend", ["labkit", "bnb"])
+def test_merge_lora_4bit_dense_and_requantized(backend):
+    import copy
+
+    m = _qlora_pair()[backend]
+    x = torch.randn(3, 128)
+    y = {n: layer(x) for n, layer in m.named_children()}
+    dense = quant.merge_lora_4bit(copy.deepcopy(m), requantize=False)
+    for n, layer in dense.named_children():
+        assert type(layer) is torch.nn.Linear
+        assert torch.allclose(layer(x), y[n], atol=1e-5)
+    req = quant.merge_lora_4bit(copy.deepcopy(m))
+    for n, layer in req.named_children():
+        assert isinstance(layer, quant.Linear4bit)
+        expect = quant.Linear4bit.from_linear(getattr(dense, n))      # = quantize(W + sBA) once
+        assert torch.equal(layer.packed, expect.packed) and torch.equal(layer.absmax, expect.absmax)
+        assert not torch.allclose(layer(x), y[n], atol=1e-5)          # requantizing changes the outputs
+    with pytest.raises(LabkitError, match="no LoRA adapters"):
+        quant.merge_lora_4bit(req)
+
+
+def test_merged_4bit_models_agree_across_backends():
+    import copy
+
+    pair = _qlora_pair()
+    a = quant.merge_lora_4bit(copy.deepcopy(pair["labkit"]))
+    b = quant.merge_lora_4bit(copy.deepcopy(pair["bnb"]))
+    for (_, la), (_, lb) in zip(a.named_children(), b.named_children()):
+        assert torch.equal(la.packed, lb.packed)
+
+
+# ---------------------------------------------------------------------------
+# The dynamic 8-bit map for every argument bitsandbytes accepts
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("total_bits", range(2, 9))
+@pytest.mark.parametrize("max_exponent_bits", range(1, 9))
+def test_dynamic_map_equals_bitsandbytes_or_refuses(max_exponent_bits, total_bits, signed):
+    try:
+        ref = F.create_dynamic_map(signed, max_exponent_bits, total_bits)
+    except Exception:
+        with pytest.raises(LabkitError):
+            quant.dynamic_map(max_exponent_bits, total_bits, signed=signed)
+        return
+    assert torch.equal(quant.dynamic_map(max_exponent_bits, total_bits, signed=signed), ref)

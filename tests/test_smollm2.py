@@ -212,3 +212,18 @@ def test_architecture_only_names_say_so():
 def test_load_on_cuda_without_a_gpu():
     with pytest.raises(LabkitError, match="no CUDA GPU"):
         models.load("lab-tiny", device="cuda")
+
+
+def test_perplexity_per_document_numbers_add_up(tiny_config):
+    """doc_nll / doc_tokens (for paired comparisons) are each document scored alone."""
+    from labkit.tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    model = models.build(models.config(tiny_config, vocab_size=len(tok)), device="cpu").eval()
+    texts = ["A short one.", "A much longer document that needs padding in the other row.", "Third text here."]
+    together = perplexity.perplexity(model, tok, texts, batch_size=2)
+    alone = [perplexity.perplexity(model, tok, [t]) for t in texts]
+    assert together["doc_tokens"] == [a["tokens"] for a in alone]
+    assert together["doc_nll"] == pytest.approx([a["nll"] for a in alone], rel=1e-5)
+    weighted = sum(n * t for n, t in zip(together["doc_nll"], together["doc_tokens"])) / together["tokens"]
+    assert weighted == pytest.approx(together["nll"], rel=1e-6)
