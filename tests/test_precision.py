@@ -217,7 +217,7 @@ def test_scaler_misuse_is_clear():
     model = _regression()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     s = DynamicLossScaler()
-    with pytest.raises(RuntimeError, match="before step"):
+    with pytest.raises(RuntimeError, match="No inf checks were recorded prior to update"):
         s.update()
     s.scale(model(torch.ones(1, 8)).sum()).backward()
     s.unscale_(opt)
@@ -225,6 +225,200 @@ def test_scaler_misuse_is_clear():
         s.unscale_(opt)
     # an fp16 loss is promoted to fp32 by the fp32 scale instead of overflowing
     assert s.scale(torch.tensor(2.0, dtype=torch.float16)).item() == 2.0**17
+
+
+# --------------------------------------------------------------------------- GradScaler's API, side by side
+def _both(**kw):
+    """A GradScaler and a DynamicLossScaler built from the same arguments."""
+    return {"torch": torch.amp.GradScaler("cpu", **kw), "labkit": DynamicLossScaler("cpu", **kw)}
+
+
+def _two_optimizer_step(scaler, bad=None):
+    """One backward, then one step per optimizer: w1 and w2 get gradient 1 each (lr 1: each should move by -1)."""
+    w1, w2 = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    o1, o2 = torch.optim.SGD([w1], lr=1.0), torch.optim.SGD([w2], lr=1.0)
+    scaler.scale(w1.sum() + w2.sum()).backward()
+    if bad is not None:
+        (w1, w2)[bad].grad[0] = math.inf
+    scaler.unscale_(o1)                      # the first one explicitly, the second inside step()
+    returned = (scaler.step(o1), scaler.step(o2))
+    scaler.update()
+    return w1.detach().tolist(), w2.detach().tolist(), returned, scaler.get_scale()
+
+
+@pytest.mark.parametrize("bad", [None, 0, 1], ids=["clean", "inf-in-first", "inf-in-second"])
+def test_two_optimizers_are_unscaled_and_checked_separately(bad):
+    runs = {name: _two_optimizer_step(s, bad) for name, s in _both(init_scale=128.0).items()}
+    assert runs["labkit"] == runs["torch"]
+    w1, w2, _, scale = runs["labkit"]
+    moved = [w != [0.0, 0.0] for w in (w1, w2)]
+    assert moved == [bad != 0, bad != 1]                       # only the overflowing optimizer skips
+    assert (w2 if bad != 1 else w1) == [-1.0, -1.0]            # unscaled: -1, not -128
+    assert scale == (128.0 if bad is None else 64.0)           # one overflow anywhere backs off
+
+
+def _misuse(scaler, calls):
+    """Run `calls` (names) on one optimizer after one scaled backward; return the first error's (type, text)."""
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    scaler.scale(w.sum()).backward()
+    try:
+        for name in calls:
+            getattr(scaler, name)(opt)
+    except RuntimeError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("calls", [["unscale_", "unscale_"], ["step", "step"], ["step", "unscale_"],
+                                   ["unscale_", "step"]])
+def test_per_optimizer_state_machine_raises_like_gradscaler(calls):
+    got = {name: _misuse(s, calls) for name, s in _both().items()}
+    assert got["labkit"] == got["torch"]
+    assert (got["labkit"] is None) == (calls == ["unscale_", "step"])
+    # and after update() the optimizer is ready again
+    s = DynamicLossScaler()
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    for _ in range(2):
+        s.scale(w.sum()).backward()
+        s.unscale_(opt)
+        s.step(opt)
+        s.update()
+
+
+def test_sparse_gradients_are_unscaled_and_checked_like_gradscaler():
+    out = {}
+    for name, scaler in _both(init_scale=4.0).items():
+        torch.manual_seed(0)
+        emb = torch.nn.Embedding(6, 3, sparse=True)
+        opt = torch.optim.SGD(emb.parameters(), lr=0.5)
+        trace = []
+        for step in range(3):
+            scaler.scale(emb(torch.tensor([1, 4, 1])).square().sum()).backward()   # index 1 twice: uncoalesced
+            assert emb.weight.grad.is_sparse
+            if step == 1:
+                emb.weight.grad._values()[0, 0] = math.inf
+            scaler.unscale_(opt)
+            trace.append(emb.weight.grad.to_dense().clone())
+            scaler.step(opt)
+            scaler.update()
+            trace.append(scaler.get_scale())
+            opt.zero_grad(set_to_none=True)
+        out[name] = (trace, emb.weight.detach().clone())
+    (t_ref, w_ref), (t, w) = out["torch"], out["labkit"]
+    assert [x if isinstance(x, float) else None for x in t] == [x if isinstance(x, float) else None for x in t_ref]
+    for a, b in zip(t, t_ref):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(w, w_ref) and t[3] == 2.0           # the inf step was skipped, the scale halved
+
+
+class _SGDReturning(torch.optim.SGD):
+    def step(self, closure=None):
+        super().step()
+        return "stepped"
+
+
+def test_step_returns_what_optimizer_step_returns_or_none_when_skipped():
+    for name, scaler in _both().items():
+        w = torch.nn.Parameter(torch.ones(2))
+        opt = _SGDReturning([w], lr=0.1)
+        scaler.scale(w.sum()).backward()
+        assert scaler.step(opt) == "stepped", name
+        scaler.update()
+        scaler.scale(w.sum()).backward()
+        w.grad[0] = math.nan
+        assert scaler.step(opt) is None, name
+        with pytest.raises(RuntimeError, match="Closure"):
+            scaler.step(opt, closure=lambda: 0.0)
+
+
+def test_state_dict_getters_and_setters_match_gradscaler():
+    scalers = _both(init_scale=2.0**10, growth_factor=3.0, backoff_factor=0.25, growth_interval=3)
+    for s in scalers.values():                       # five steps: one overflow, then two clean
+        w = torch.nn.Parameter(torch.ones(2))
+        opt = torch.optim.SGD([w], lr=0.1)
+        for step in range(5):
+            s.scale(w.sum()).backward()
+            if step == 2:
+                w.grad[0] = math.inf
+            s.step(opt)
+            s.update()
+            opt.zero_grad()
+    ref, ours = scalers["torch"].state_dict(), scalers["labkit"].state_dict()
+    assert ours == ref and list(ours) == ["scale", "growth_factor", "backoff_factor", "growth_interval",
+                                          "_growth_tracker"]
+    assert ours["_growth_tracker"] == 2 and ours["scale"] == 2.0**8
+    # each loads the other's state dict
+    for load_into, src in ((DynamicLossScaler(), ref), (torch.amp.GradScaler("cpu"), ours)):
+        load_into.load_state_dict(src)
+        assert load_into.state_dict() == ref
+    for name, s in _both().items():
+        s.set_growth_factor(4.0)
+        s.set_backoff_factor(0.125)
+        s.set_growth_interval(7)
+        got = (s.get_growth_factor(), s.get_backoff_factor(), s.get_growth_interval(), s.is_enabled(), s.get_scale())
+        assert got == (4.0, 0.125, 7, True, 2.0**16), name
+    with pytest.raises(RuntimeError, match="empty"):
+        DynamicLossScaler().load_state_dict({})
+    with pytest.raises(LabkitError, match="growth_factor"):
+        DynamicLossScaler().set_growth_factor(0.5)
+
+
+def test_disabled_scaler_is_a_pass_through_like_gradscaler():
+    for name, s in _both(enabled=False).items():
+        w = torch.nn.Parameter(torch.ones(2))
+        opt = _SGDReturning([w], lr=1.0)
+        loss = w.sum()
+        assert s.scale(loss) is loss
+        loss.backward()
+        s.unscale_(opt)
+        s.unscale_(opt)                                # no-ops, no state machine
+        assert s.step(opt) == "stepped" and w.tolist() == [0.0, 0.0], name
+        s.update()
+        assert (s.get_scale(), s.state_dict(), s.is_enabled()) == (1.0, {}, False), name
+        s.load_state_dict({"scale": 5.0})              # ignored
+        assert s.get_scale() == 1.0
+
+
+@pytest.mark.parametrize("new_scale", [1024.0, torch.tensor(3.0e-3)], ids=["float", "tensor"])
+def test_update_with_new_scale(new_scale):
+    out = {}
+    for name, s in _both(growth_interval=2).items():
+        w = torch.nn.Parameter(torch.ones(2))
+        opt = torch.optim.SGD([w], lr=0.1)
+        for _ in range(3):
+            s.scale(w.sum()).backward()
+            s.step(opt)
+            s.update(new_scale)
+        out[name] = s.state_dict()
+    assert out["labkit"] == out["torch"] and out["labkit"]["scale"] == torch.tensor(float(new_scale)).item()
+    with pytest.raises(LabkitError, match="1-element"):
+        DynamicLossScaler().update(torch.ones(2))
+
+
+def test_scale_of_nested_outputs_matches_gradscaler():
+    t = lambda v, dt=torch.float32: torch.full((2,), v, dtype=dt)  # noqa: E731
+    outputs = (t(1.0), [t(2.0), (t(3.0, torch.float16), t(4.0))], [])
+    got = {name: s.scale(outputs) for name, s in _both(init_scale=8.0).items()}
+
+    def shape(x):
+        return (type(x), [shape(y) for y in x]) if isinstance(x, (list, tuple)) else (x.dtype, x.tolist())
+
+    assert shape(got["labkit"]) == shape(got["torch"])
+    assert got["labkit"][1][1][0].tolist() == [24.0, 24.0]
+    # other iterables come back as a lazy map, as in GradScaler
+    lazy = {name: s.scale(iter([t(1.0), t(2.0)])) for name, s in _both(init_scale=8.0).items()}
+    assert isinstance(lazy["labkit"], map) and isinstance(lazy["torch"], map)
+    assert [x.tolist() for x in lazy["labkit"]] == [x.tolist() for x in lazy["torch"]]
+    for s in _both().values():
+        with pytest.raises(ValueError, match="Tensor or an iterable"):
+            s.scale(3.0)
+    with pytest.raises(LabkitError, match="dict"):       # GradScaler would iterate the keys
+        DynamicLossScaler().scale({"loss": t(1.0)})
+    with pytest.raises(LabkitError, match="by keyword"):
+        DynamicLossScaler(1024.0)
 
 
 def test_gpu_benchmark_code_path_on_cpu(tmp_path):
