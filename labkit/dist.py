@@ -323,7 +323,9 @@ class CommCounter:
 
     Convention (the one the ZeRO paper's 2Ψ / 3Ψ use): an all-gather or
     reduce-scatter moves the FULL tensor's bytes, an all-reduce twice its bytes
-    (a reduce-scatter plus an all-gather). A ring sends (N-1)/N of that per rank.
+    (a reduce-scatter plus an all-gather): the "logical volume". ``wire`` holds what a rank
+    really sends in a ring, (N-1)/N of that (`ring_wire_bytes`): a 2-rank all-reduce of Ψ bytes
+    sends Ψ per rank, not 2Ψ.
     """
 
     _NAMES = {"all_gather_single": "all_gather", "all_gather_into_tensor": "all_gather",
@@ -332,6 +334,7 @@ class CommCounter:
 
     def __init__(self):
         self.bytes = {"all_gather": 0, "reduce_scatter": 0, "all_reduce": 0}
+        self.wire = {k: 0.0 for k in self.bytes}   # bytes this rank sends in a ring (`ring_wire_bytes`)
         self.calls = {k: 0 for k in self.bytes}
         self._saved = {}
 
@@ -339,13 +342,21 @@ class CommCounter:
     def total(self) -> int:
         return sum(self.bytes.values())
 
-    def add(self, kind: str, n_bytes: int) -> None:
+    @property
+    def wire_total(self) -> float:
+        return sum(self.wire.values())
+
+    def add(self, kind: str, n_bytes: int, world: int = 1) -> None:
+        """Count one collective: ``n_bytes`` in the logical convention, and its ring wire bytes."""
         self.bytes[kind] += int(n_bytes)
+        tensor = n_bytes / 2 if kind == "all_reduce" else n_bytes
+        self.wire[kind] += ring_wire_bytes(kind, tensor, world)
         self.calls[kind] += 1
 
     def reset(self) -> None:
         for k in self.bytes:
             self.bytes[k] = 0
+            self.wire[k] = 0.0
             self.calls[k] = 0
 
     def __enter__(self):
@@ -377,7 +388,12 @@ class CommCounter:
             else:                          # all_reduce(tensor): reduce-scatter + all-gather
                 t = kwargs.get("tensor", args[0] if args else None)
                 n = 2 * t.numel() * t.element_size()
-            self.add(kind, n)
+            pos = {"all_gather": 2, "reduce_scatter": 3, "all_reduce": 2}[kind]
+            group = kwargs.get("group", args[pos] if len(args) > pos else None)
+            import torch.distributed as dist
+
+            group = group if isinstance(group, dist.ProcessGroup) else None
+            self.add(kind, n, dist.get_world_size(group) if dist.is_initialized() else 1)
             return fn(*args, **kwargs)
 
         counted.__wrapped__ = fn
@@ -672,3 +688,192 @@ def tp_mlp_forward(mlp, x, rank: int, world: int):
     up = ColumnParallelLinear(mlp.up_proj.weight, rank, world)
     down = RowParallelLinear(mlp.down_proj.weight, rank, world)
     return down(F.silu(gate(x)) * up(x))
+
+
+# ---------------------------------------------------------------------------
+# ZeRO-3 by hand (lab 07 §4): flat shards, all-gather, reduce-scatter, the ring
+# ---------------------------------------------------------------------------
+def shard_layout(numel: int, world: int) -> tuple[int, int]:
+    """(padded numel, shard numel) of a flat parameter of ``numel`` elements over ``world`` ranks.
+
+    ZeRO-3 / FSDP1 concatenate a unit's parameters into ONE flat vector and pad it with zeros to a
+    multiple of the world size, so every rank holds an equal slice and ``all_gather_into_tensor``
+    (which needs equal inputs) can rebuild it. Taught in lab 07 §4."""
+    if not isinstance(numel, int) or numel < 0 or not isinstance(world, int) or world < 1:
+        raise LabkitError(f"shard_layout needs numel >= 0 and world >= 1 (integers), got {numel!r}, {world!r}")
+    shard = -(-numel // world)
+    return shard * world, shard
+
+
+def flat_shard(params, rank: int, world: int):
+    """This rank's slice of the zero-padded concatenation of ``params`` (a unit's flat parameter)."""
+    import torch
+
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    padded, shard = shard_layout(flat.numel(), world)
+    flat = torch.nn.functional.pad(flat, (0, padded - flat.numel()))
+    return flat[rank * shard:(rank + 1) * shard].clone()
+
+
+def unit_views(full, unit) -> dict:
+    """{parameter name: view of ``full``} -- the gathered flat vector seen as ``unit``'s parameters."""
+    views, offset = {}, 0
+    for name, p in unit.named_parameters():
+        views[name] = full[offset:offset + p.numel()].view(p.shape)
+        offset += p.numel()
+    return views
+
+
+def gather_full(shard, dtype=None):
+    """All-gather every rank's shard into the full flat vector (cast to ``dtype`` first: bf16 halves it)."""
+    import torch.distributed as dist
+
+    src = shard.detach() if dtype is None else shard.detach().to(dtype)
+    full = src.new_empty(src.numel() * dist.get_world_size())
+    dist.all_gather_into_tensor(full, src)
+    return full
+
+
+def zero3_step(units, shards, optimizer, x, y, param_dtype=None, reduce_dtype=None):
+    """One ZeRO-3 training step by hand; returns this rank's loss (lab 07 §4).
+
+    ``units`` run in order (the last gives logits); ``shards[i]`` is this rank's flat slice of unit
+    i (a leaf the optimizer steps). Forward: all-gather a unit, run it, free it -- only unit inputs
+    are kept. Backward, last unit first: all-gather again, recompute the unit with grad, reduce-scatter
+    its gradient (mean over ranks) into the shard's ``.grad``. 2 all-gathers + 1 reduce-scatter = 3Ψ.
+    ``param_dtype``/``reduce_dtype`` play FSDP2's MixedPrecisionPolicy (gather and compute in bf16,
+    reduce in fp32)."""
+    import torch
+    import torch.distributed as dist
+    from torch.func import functional_call
+
+    world = dist.get_world_size()
+    inputs = [x]
+    with torch.no_grad():
+        for unit, shard in zip(units, shards):
+            inputs.append(functional_call(unit, unit_views(gather_full(shard, param_dtype), unit), (inputs[-1],)))
+    logits = inputs.pop().requires_grad_()
+    loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    loss.backward()
+    grad_out = logits.grad
+    for unit, shard, inp in reversed(list(zip(units, shards, inputs))):
+        full = gather_full(shard, param_dtype).requires_grad_()
+        inp = inp.detach().requires_grad_(inp.is_floating_point())
+        with torch.enable_grad():
+            out = functional_call(unit, unit_views(full, unit), (inp,))
+            wrt = (full, inp) if inp.requires_grad else (full,)
+            grads = torch.autograd.grad(out, wrt, grad_out)
+        g_full = grads[0].to(reduce_dtype or shard.dtype)
+        g_shard = g_full.new_empty(shard.numel())
+        dist.reduce_scatter_tensor(g_shard, g_full)
+        shard.grad = (g_shard / world).to(shard.dtype)
+        grad_out = grads[1] if len(grads) > 1 else None
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def reduce_scatter_sim(per_rank: list) -> list:
+    """Reduce-scatter simulated in one process: rank r ends with chunk r of the SUM of every rank's tensor.
+
+    The inputs are flat tensors of equal length, divisible by the number of ranks (pad first:
+    `shard_layout`). What `torch.distributed.reduce_scatter_tensor` returns on each rank."""
+    import torch
+
+    world = len(per_rank)
+    if world < 1 or any(t.numel() != per_rank[0].numel() for t in per_rank) or per_rank[0].numel() % world:
+        raise LabkitError("reduce_scatter_sim needs equal-length flat tensors whose length the rank count divides")
+    return list(torch.stack([t.reshape(-1) for t in per_rank]).sum(0).chunk(world))
+
+
+def ring_allreduce_sim(per_rank: list) -> tuple[list, list[int]]:
+    """A ring all-reduce simulated in one process: (every rank's summed tensor, bytes each rank SENT).
+
+    The tensor is cut into N chunks; in N-1 reduce-scatter steps rank r sends one chunk to rank r+1,
+    which adds it; in N-1 all-gather steps the finished chunks travel round the ring. Each rank
+    sends 2(N-1) chunks = 2(N-1)/N of the tensor: on 2 ranks Ψ bytes, not 2Ψ (lab 07 §8)."""
+    world = len(per_rank)
+    if world < 1 or any(t.numel() != per_rank[0].numel() for t in per_rank) or per_rank[0].numel() % world:
+        raise LabkitError("ring_allreduce_sim needs equal-length flat tensors whose length the rank count divides")
+    chunks = [list(t.reshape(-1).clone().chunk(world)) for t in per_rank]
+    sent = [0] * world
+    for phase in ("reduce-scatter", "all-gather"):
+        for step in range(world - 1):
+            # rank r sends chunk (r - step) (reduce-scatter) or (r + 1 - step) (all-gather) to rank r + 1
+            msgs = []
+            for r in range(world):
+                c = (r - step) % world if phase == "reduce-scatter" else (r + 1 - step) % world
+                msgs.append((r, c, chunks[r][c].clone()))
+                sent[r] += chunks[r][c].numel() * chunks[r][c].element_size()
+            for r, c, payload in msgs:
+                dst = (r + 1) % world
+                chunks[dst][c] = chunks[dst][c] + payload if phase == "reduce-scatter" else payload
+    import torch
+
+    return [torch.cat(c).view_as(per_rank[0]) for c in chunks], sent
+
+
+def ring_wire_bytes(kind: str, tensor_bytes: float, world: int) -> float:
+    """Bytes ONE rank sends on the wire for a ring collective on a ``tensor_bytes`` full tensor.
+
+    all-gather / reduce-scatter: (N-1)/N of the full tensor; all-reduce: 2(N-1)/N of it. The
+    "logical volume" `CommCounter` and the ZeRO paper use is the full tensor (x2 for an
+    all-reduce), i.e. the large-N limit of these (lab 07 §8)."""
+    if kind not in ("all_gather", "reduce_scatter", "all_reduce"):
+        raise LabkitError(f"kind must be all_gather, reduce_scatter or all_reduce, got {kind!r}")
+    if not isinstance(world, int) or world < 1:
+        raise LabkitError(f"world must be a positive integer, got {world!r}")
+    return (2 if kind == "all_reduce" else 1) * tensor_bytes * (world - 1) / world
+
+
+def tiny_lm(vocab: int = 2048, width: int = 64, hidden: int = 256, layers: int = 2, seed: int = 0):
+    """A small LM as a list of units (nn.Sequential): embedding, residual MLP blocks, norm + head.
+
+    Every unit takes one tensor and returns one, so the hand-written ZeRO-3 step can run the units
+    in order (`zero3_step`) and FSDP2 can shard each one (lab 07 §4)."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm, self.up, self.down = nn.LayerNorm(width), nn.Linear(width, hidden), nn.Linear(hidden, width)
+
+        def forward(self, x):
+            return x + self.down(torch.nn.functional.gelu(self.up(self.norm(x))))
+
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Embedding(vocab, width), *[Block() for _ in range(layers)],
+                         nn.Sequential(nn.LayerNorm(width), nn.Linear(width, vocab)))
+
+
+def script_module(name: str):
+    """Import a script of ``labs/scripts`` as a module, so a notebook can show its functions by object
+    (``labkit.show(script_module("fsdp_train").shard)``) instead of slicing its text."""
+    import importlib.util
+
+    path = SCRIPTS_DIR / (name if name.endswith(".py") else name + ".py")
+    if not path.exists():
+        raise LabkitError(f"no script {path.name} in {SCRIPTS_DIR}")
+    spec = importlib.util.spec_from_file_location(f"labs_scripts_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def save_functions(path: str | Path, *functions) -> Path:
+    """Write ``functions``' source (e.g. the notebook's own ZeRO-3 step) into a module a torchrun
+    script can import (``--impl path``), after the imports they may use (math, torch, torch.distributed as dist or tdist, functional_call)."""
+    import inspect
+    import textwrap
+
+    parts = ["import math\nimport torch\nimport torch.distributed as dist\nimport torch.distributed as tdist\n"
+             "from torch.func import functional_call\n"]
+    for fn in functions:
+        try:
+            parts.append(textwrap.dedent(inspect.getsource(fn)))
+        except (TypeError, OSError) as exc:
+            raise LabkitError(f"cannot read the source of {fn!r} ({exc}); define it in a cell or a file") from None
+    path = Path(path)
+    path.write_text("\n\n".join(parts))
+    return path

@@ -3,8 +3,9 @@
     python -m torch.distributed.run --standalone --nproc-per-node 2 labs/scripts/fsdp_train.py --only fsdp
     # or, from Python / a notebook:  labkit.dist.launch("fsdp_train.py", 2, [...])
 
-Each part (``--only fsdp,noreshard,offload,ddp,ckpt,tp,sweep``) runs in the same
-processes, so one launch (one torchrun start-up) measures everything. Every
+Each part (``--only fsdp,noreshard,offload,ddp,ckpt,tp,tplayer,timing,sweep,optsave,optload``) runs
+in the same processes, so one launch (one torchrun start-up) measures everything. ``optsave`` (on 2
+ranks) and ``optload`` (on 4) are the DCP checkpoint with optimizer state resharded 2 -> 4 ranks. Every
 rank writes one JSON result with `labkit.dist.write_result`; rank 0 prints.
 Training always uses the shared loop `labkit.train.train`, on each rank's
 slice of the same seeded global batches the single-process reference sees.
@@ -21,7 +22,8 @@ from labkit import dist as ld
 
 env = models = train = None  # imported in main(), after start-up checks (transformers is slow to import)
 
-ALL = ("fsdp", "noreshard", "offload", "ddp", "ckpt", "tp", "sweep")
+ALL = ("fsdp", "noreshard", "offload", "ddp", "ckpt", "tp", "tplayer", "timing", "sweep")
+RESHARD = ("optsave", "optload")  # run by themselves: 2 ranks save, 4 ranks load
 
 
 def log(w, *msg):
@@ -196,6 +198,134 @@ def part_tp(args):
             "full_weight_bytes": 3 * cfg.hidden_size * cfg.intermediate_size * 4}
 
 
+def part_tplayer(args):
+    """A whole Llama decoder layer under torch's tensor-parallel plan (q/k/v and gate/up column-,
+    o and down row-parallel), its collectives counted by torch's own CommDebugMode: two all-reduces
+    per layer in forward (attention, then MLP); in backward torch issues one per column-parallel
+    matrix (Megatron-LM's fused scheme needs two)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.debug import CommDebugMode
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    cfg = ld.model_config(1)
+    torch.manual_seed(args.seed)
+    model = models.build(cfg, device="cpu", seed=args.seed)
+    ids = next(ld.global_batches(args.seq_len, 2, args.seed))["input_ids"]
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+    mesh = init_device_mesh(W.device.type, (W.world_size,))
+    plan = {f"self_attn.{n}": ColwiseParallel() for n in ("q_proj", "k_proj", "v_proj")}
+    plan.update({"self_attn.o_proj": RowwiseParallel(), "mlp.gate_proj": ColwiseParallel(),
+                 "mlp.up_proj": ColwiseParallel(), "mlp.down_proj": RowwiseParallel()})
+    parallelize_module(model.model.layers[0], mesh, plan)
+    fwd, bwd = CommDebugMode(), CommDebugMode()
+    with fwd:
+        logits = model(input_ids=ids).logits
+    with bwd:
+        logits.float().square().mean().backward()
+    counts = {mode: {str(k).split(".")[-1]: v for k, v in m.get_comm_counts().items()} for mode, m in
+              (("forward", fwd), ("backward", bwd))}
+    diff = (logits.detach() - ref).abs().max().item()
+    log(W, f"[tplayer] one TP decoder layer: collectives {counts}; logits vs one device max |diff| {diff:.1e}")
+    return {"counts": counts, "max_abs_diff": diff}
+
+
+def part_timing(args):
+    """Step time of FSDP2 (ZeRO-3) and FSDP2 + CPUOffloadPolicy, interleaved, ``--repeats`` times:
+    each repeat is a fresh model trained ``--steps`` steps; its median step (after the first) is kept."""
+    out = {"fsdp": [], "offload": []}
+    for rep in range(args.repeats):
+        for arm in ("fsdp", "offload"):
+            env.seed_everything(args.seed)
+            model = build(args)
+            shard(model, offload=arm == "offload")
+            opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+            times = []
+            batches = ld.rank_slice(ld.global_batches(args.seq_len, args.batch, args.seed + rep), W.rank, W.world_size)
+            for _, batch in zip(range(args.steps), batches):
+                dist.barrier()
+                t0 = time.perf_counter()
+                model(**batch).loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                times.append(time.perf_counter() - t0)
+            t = torch.tensor(sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0])
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)   # a step is as slow as its slowest rank
+            out[arm].append(t.item())
+            del model, opt
+    log(W, "[timing] median s/step per repeat: " + "; ".join(f"{k}: " + ", ".join(f"{v:.3f}" for v in vs)
+                                                            for k, vs in out.items()))
+    return out
+
+
+def _train_steps(model, opt, batches, steps):
+    losses = []
+    for _, batch in zip(range(steps), batches):
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return global_losses(losses)
+
+
+def _full_moments(model, opt) -> dict:
+    """{parameter name: full exp_avg} on every rank (an all-gather of each DTensor moment)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)]: st["exp_avg"].full_tensor() for p, st in opt.state.items()}
+
+
+def part_optsave(args):
+    """2 ranks: train ``steps`` steps, save model + AdamW state with DCP, then train 2 more steps
+    (the losses the 4-rank resume must reproduce)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    env.seed_everything(args.seed)
+    model = build(args)
+    shard(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    batches = ld.global_batches(args.seq_len, args.batch, args.seed)
+    mine = ld.rank_slice(batches, W.rank, W.world_size)
+    before = _train_steps(model, opt, mine, args.steps)
+    msd, osd = get_state_dict(model, opt)
+    dcp.save({"model": msd, "optim": osd}, checkpoint_id=args.optim_dir)
+    moments = _full_moments(model, opt)
+    if W.rank == 0:
+        torch.save(moments, f"{args.optim_dir}/moments_full.pt")
+    after = _train_steps(model, opt, mine, 2)
+    log(W, f"[optsave] {W.world_size} ranks saved model + AdamW state after {args.steps} steps; next losses "
+        + ", ".join(f"{x:.6f}" for x in after))
+    return {"losses": before, "next": after,
+            "adam_bytes_per_rank": ld.optimizer_bytes(opt)}
+
+
+def part_optload(args):
+    """4 ranks: a fresh FSDP2 model + AdamW, load the 2-rank checkpoint into them (DCP reshards),
+    compare the full moments with the saved ones, train the same 2 next steps."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    env.seed_everything(args.seed + 1)   # a different init: only the checkpoint can make it right
+    model = build(args)
+    shard(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    msd, osd = get_state_dict(model, opt)   # allocates the optimizer state (sharded 4 ways) to load into
+    state = {"model": msd, "optim": osd}
+    dcp.load(state, checkpoint_id=args.optim_dir)
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    saved = torch.load(f"{args.optim_dir}/moments_full.pt")
+    moment_diff = max((v - saved[k]).abs().max().item() for k, v in _full_moments(model, opt).items())
+    batches = ld.global_batches(args.seq_len, args.batch, args.seed)
+    for _ in range(args.steps):     # the batches the 2-rank run already trained on
+        next(batches)
+    after = _train_steps(model, opt, ld.rank_slice(batches, W.rank, W.world_size), 2)
+    log(W, f"[optload] {W.world_size} ranks loaded it: max |exp_avg diff| {moment_diff:.1e}; next losses "
+        + ", ".join(f"{x:.6f}" for x in after))
+    return {"next": after, "moment_diff": moment_diff, "adam_bytes_per_rank": ld.optimizer_bytes(opt),
+            "local_param_bytes": ld.local_bytes(model.parameters())}
+
+
 def part_sweep(args):
     """Per-rank bytes for N = 1, 2, 4, ... ranks in one job: FSDP2 over a sub-group of the first N ranks."""
     from torch.distributed.device_mesh import DeviceMesh
@@ -228,8 +358,10 @@ def main():
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", default=",".join(ALL), help="comma-separated parts: " + ",".join(ALL))
+    p.add_argument("--only", default=",".join(ALL), help="comma-separated parts: " + ",".join(ALL + RESHARD))
     p.add_argument("--ckpt-dir", default=None)
+    p.add_argument("--optim-dir", default=None, help="folder of the model + AdamW DCP checkpoint (optsave/optload)")
+    p.add_argument("--repeats", type=int, default=3, help="repeats of the timing part")
     p.add_argument("--tag", default="", help="(tests) a marker to find this job's processes")
     p.add_argument("--fail-rank", type=int, default=None, help="(tests) this rank raises after start-up")
     args = p.parse_args()
@@ -257,8 +389,17 @@ def main():
         result["ddp"] = part_ddp(args)
     if "tp" in parts:
         result["tp"] = part_tp(args)
+    if "tplayer" in parts:
+        result["tplayer"] = part_tplayer(args)
+    if "timing" in parts:
+        result["timing"] = part_timing(args)
     if "sweep" in parts:
         result["sweep"] = part_sweep(args)
+    for name, fn in (("optsave", part_optsave), ("optload", part_optload)):
+        if name in parts:
+            if not args.optim_dir:
+                raise ValueError(f"--only {name} needs --optim-dir")
+            result[name] = fn(args)
     ld.write_result(result)
 
 
