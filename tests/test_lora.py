@@ -742,3 +742,17 @@ def test_target_matches_equals_peft_check_target_module_exists(config):
     peft_config = LoraConfig(**config)
     for key in KEYS:
         assert lora.target_matches(key, **config) == bool(check_target_module_exists(peft_config, key)), key
+
+
+def test_dora_on_gpt2_conv1d_equals_peft(gpt2):
+    ours = lora.inject_lora(copy.deepcopy(gpt2), r=4, alpha=8, target_modules=["c_attn", "c_fc"], use_dora=True)
+    theirs = _peft_model(copy.deepcopy(gpt2), r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], use_dora=True)
+    for name, layer in lora.lora_layers(ours).items():
+        t = theirs.base_model.model.get_submodule(name).lora_magnitude_vector["default"].weight
+        assert torch.equal(layer.lora_magnitude_vector, t)
+    _randomize_b(ours)
+    _to_peft(ours, theirs)
+    ids = _ids(vocab=128)
+    with torch.no_grad():
+        assert torch.equal(ours(ids).logits, theirs(ids).logits)
+    _state_equal(lora.merge_lora(ours), theirs.merge_and_unload())
