@@ -16,11 +16,18 @@ Two details make the recomputation *identical* to the original forward:
   block, so we record whether autocast was on (and its dtype) and turn it
   back on for the recomputation.
 
-`checkpoint` is the classic "reentrant" design (the one `torch.utils.checkpoint`
-used first): the recomputed sub-graph is differentiated with a nested
-``torch.autograd.backward`` call, which also accumulates ``.grad`` of the
-parameters ``f`` uses. So, like ``use_reentrant=True``, use ``loss.backward()``,
-not ``torch.autograd.grad`` / ``backward(inputs=...)``.
+`checkpoint` has torch's two designs, chosen by ``use_reentrant``:
+
+* ``use_reentrant=True`` (the default, as in torch; lab 03, section 3 builds it): `Recompute`,
+  an ``autograd.Function`` whose backward differentiates the recomputed sub-graph with a
+  nested ``torch.autograd.backward`` call, which also accumulates ``.grad`` of the
+  parameters ``f`` uses. So use ``loss.backward()``, not ``torch.autograd.grad`` /
+  ``backward(inputs=...)`` (those raise `CheckpointError`).
+* ``use_reentrant=False``: ``f`` runs with autograd on, but ``saved_tensors_hooks`` swap each
+  tensor its ops save for a ticket; the first backward that hands in a ticket reruns ``f``
+  and gets the real tensor back. Nothing nests, so ``torch.autograd.grad``, keyword tensors
+  and dict inputs/outputs all work. When no input needs a gradient, the default uses this
+  design too (see `checkpoint`).
 
 `apply_checkpointing` wraps the decoder layers of a `transformers` Llama-family
 model with it -- every k-th layer, or Chen et al.'s (2016) sqrt(n) segments --
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -37,7 +45,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .errors import LabkitError
 
-__all__ = ["checkpoint", "Recompute", "apply_checkpointing", "remove_checkpointing",
+__all__ = ["checkpoint", "Recompute", "CheckpointError", "apply_checkpointing", "remove_checkpointing",
            "checkpointed_layers", "decoder_layers", "sqrt_segment"]
 
 
@@ -85,13 +93,18 @@ def _replayed_autocast(active: dict) -> contextlib.ExitStack:
 
 
 # ---------------------------------------------------------------------------
-# The autograd.Function
+# The reentrant design: an autograd.Function that reruns and backprops
 # ---------------------------------------------------------------------------
+class CheckpointError(LabkitError, RuntimeError):
+    """A checkpoint used in a way it cannot support (torch raises RuntimeError for the same cases)."""
+
+
 class Recompute(torch.autograd.Function):
     """``Recompute.apply(function, preserve_rng_state, *args)`` = ``function(*args)``, saving only the inputs.
 
     ``args`` may mix tensors (some requiring grad, some not) and other Python
-    values; ``function`` returns a tensor or a tuple of tensors.
+    values; ``function`` returns a tensor or a tuple of tensors (and other
+    Python values, which get no gradient).
 
     Built in lab 03, section 3 (the recompute ``autograd.Function``, ``MyRecompute``).
     """
@@ -112,9 +125,10 @@ class Recompute(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grad_outputs):
-        if hasattr(torch.autograd, "_is_checkpoint_valid") and not torch.autograd._is_checkpoint_valid():
-            raise LabkitError("labkit checkpoint (like use_reentrant=True) needs loss.backward(); it does not "
-                              "work with torch.autograd.grad or backward(inputs=...)")
+        if not torch.autograd._is_checkpoint_valid():
+            raise CheckpointError("labkit checkpoint with use_reentrant=True is incompatible with .grad() or "
+                                  "passing an `inputs` parameter to .backward(); pass use_reentrant=False, "
+                                  "or call .backward() without `inputs`")
         needs_grad = ctx.needs_input_grad[2:]        # skip `function` and `preserve_rng_state`
         saved = iter(ctx.saved_tensors)
         inputs = []
@@ -129,42 +143,162 @@ class Recompute(torch.autograd.Function):
             outputs = (outputs,)
         pairs = [(out, grad) for out, grad in zip(outputs, grad_outputs)
                  if isinstance(out, torch.Tensor) and out.requires_grad and grad is not None]
-        if pairs:   # also accumulates .grad of the parameters `function` used
-            torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
+        if not pairs:   # torch's words: the inputs that need a gradient do not reach the outputs
+            raise CheckpointError("none of output has requires_grad=True, this checkpoint() is not necessary "
+                                  "(no output depends on an input or parameter that needs a gradient)")
+        # also accumulates .grad of the parameters `function` used
+        torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
         grads = [inp.grad if isinstance(inp, torch.Tensor) and wants else None
                  for inp, wants in zip(inputs, needs_grad)]
         return (None, None, *grads)
 
 
-def checkpoint(function, *args, preserve_rng_state: bool = True, **kwargs):
+# ---------------------------------------------------------------------------
+# The non-reentrant design: saved_tensors_hooks that forget and recompute
+# ---------------------------------------------------------------------------
+class _SaveInputs(torch.autograd.Function):
+    """Keeps the tensor inputs of a non-reentrant checkpoint for its recomputation.
+
+    Saving them with ``save_for_backward`` (rather than holding references) means autograd
+    guards them against in-place changes, and outer ``saved_tensors_hooks`` -- lab 01's
+    saved-bytes counter, CPU offloading, an enclosing checkpoint -- see them like any saved
+    tensor. Its output is never used: nothing backpropagates through it."""
+
+    @staticmethod
+    def forward(ctx, dummy, *tensors):
+        ctx.save_for_backward(*tensors)
+        return torch.empty(0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None,) * len(ctx.needs_input_grad)
+
+
+class _Frame:
+    """One non-reentrant checkpoint call: what its forward saved (only the shapes) and how to redo it."""
+
+    def __init__(self, function, args, kwargs, preserve_rng_state):
+        leaves, self.spec = tree_flatten((args, kwargs))
+        self.is_tensor = [isinstance(x, torch.Tensor) for x in leaves]
+        self.others = [None if t else x for x, t in zip(leaves, self.is_tensor)]
+        tensors = [x for x, t in zip(leaves, self.is_tensor) if t]
+        self.function = function
+        self.rng = _rng_snapshot(tensors) if preserve_rng_state else None
+        self.autocast = _autocast_snapshot()
+        self.inputs = _SaveInputs.apply(torch.empty(0, requires_grad=True), *tensors)
+        self.metadata = []       # (shape, dtype, device) of each tensor the forward saved, in order
+        self.recomputed = {}     # index -> recomputed tensor, until its backward node takes it
+
+    def pack(self, t):
+        """Forward: instead of the tensor, keep a ticket to get it back."""
+        self.metadata.append((t.shape, t.dtype, t.device))
+        return self, len(self.metadata) - 1
+
+    def recompute(self):
+        """Rerun the function (same RNG, same autocast, autograd on) and keep the tensors its ops save."""
+        tensors = iter(self.inputs.grad_fn.saved_tensors)
+        leaves = [next(tensors) if t else x for x, t in zip(self.others, self.is_tensor)]
+        args, kwargs = tree_unflatten(leaves, self.spec)
+        recorded = []
+
+        def record(t):
+            i = len(recorded)
+            if (t.shape, t.dtype, t.device) != self.metadata[i]:
+                raise CheckpointError(f"Recomputed values for the following tensors have different metadata "
+                                      f"than during the forward pass: tensor {i}, {tuple(t.shape)} {t.dtype} "
+                                      f"now vs {tuple(self.metadata[i][0])} {self.metadata[i][1]} then; the "
+                                      "checkpointed function must run the same ops on each call")
+            recorded.append(t.detach())
+            if len(recorded) == len(self.metadata):
+                raise _AllRecomputed        # the rest of the function is not needed: stop early
+
+        try:
+            with _replayed_rng(self.rng), torch.enable_grad(), _replayed_autocast(self.autocast), \
+                    torch.autograd.graph.saved_tensors_hooks(record, _never_unpacked):
+                self.function(*args, **kwargs)
+        except _AllRecomputed:
+            pass
+        if len(recorded) != len(self.metadata):
+            raise CheckpointError(f"A different number of tensors was saved during the original forward and "
+                                  f"recomputation ({len(self.metadata)} vs {len(recorded)}); the checkpointed "
+                                  "function must run the same ops on each call")
+        self.recomputed = dict(enumerate(recorded))
+
+    @staticmethod
+    def unpack(ticket):
+        """Backward: an op asks for a saved tensor; recompute the whole function the first time."""
+        frame, i = ticket
+        if i not in frame.recomputed:
+            frame.recompute()
+        return frame.recomputed.pop(i)   # popped: each recomputed tensor is freed once its node used it
+
+
+class _AllRecomputed(Exception):
+    pass
+
+
+def _never_unpacked(t):
+    raise AssertionError("the recomputed graph is never differentiated")
+
+
+def _checkpoint_non_reentrant(function, args, kwargs, preserve_rng_state):
+    frame = _Frame(function, args, kwargs, preserve_rng_state)
+    with torch.autograd.graph.saved_tensors_hooks(frame.pack, _Frame.unpack):
+        return function(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# The call
+# ---------------------------------------------------------------------------
+def checkpoint(function, *args, use_reentrant: bool = True, preserve_rng_state: bool = True, **kwargs):
     """``function(*args, **kwargs)``, keeping only the inputs for backward and recomputing the rest.
 
-    Tensors that need gradients must be passed positionally; keyword
-    arguments are closed over (pass only constants or tensors that need no
-    gradient there). Without grad mode (``torch.no_grad()``, inference) it is
-    a plain call. Gradients equal ``torch.utils.checkpoint.checkpoint(...,
-    use_reentrant=False)``; dropout gets the same masks in both passes.
+    Gradients equal the plain call's and ``torch.utils.checkpoint.checkpoint``'s; dropout gets
+    the same masks in both passes. Without grad mode (``torch.no_grad()``, inference) it is a
+    plain call.
 
-    Built in lab 03, section 3 (``my_checkpoint``).
+    * ``use_reentrant=True`` (the default, as in torch): `Recompute`, the design lab 03,
+      section 3 builds (``my_checkpoint``). Train with ``loss.backward()``; ``torch.autograd.grad``
+      and ``backward(inputs=...)`` raise. Tensors that need a gradient must be positional
+      arguments (inside a list/dict or as a keyword they are refused: their gradient would be
+      lost or computed twice); keyword arguments are for constants. ``function`` returns tensors
+      or a tuple of them.
+    * ``use_reentrant=False``: ``saved_tensors_hooks`` replace each tensor an op inside saves by a
+      ticket, and the first backward that needs one reruns ``function`` and hands the recomputed
+      tensors out (torch's recommended design, written plainly). Works with ``torch.autograd.grad``,
+      keyword and nested (list/dict) tensor arguments and any output structure.
+
+    When no input needs a gradient (frozen embeddings in front of LoRA layers), torch's
+    reentrant checkpoint warns "None of the inputs have requires_grad=True. Gradients will be
+    None" and the parameters inside get no gradient (lab 03, section 4 shows it fail). labkit
+    runs the non-reentrant design then, so the output requires grad exactly when the plain
+    call's does and the parameters inside get theirs; torch's warning comes only when nothing
+    at all will get a gradient.
     """
+    if not torch.is_grad_enabled():
+        return function(*args, **kwargs)
+    if not use_reentrant:
+        return _checkpoint_non_reentrant(function, args, kwargs, preserve_rng_state)
+    hidden = tree_flatten(([a for a in args if not isinstance(a, torch.Tensor)], kwargs))[0]
+    if any(isinstance(x, torch.Tensor) and x.requires_grad for x in hidden):
+        raise LabkitError("checkpoint (use_reentrant=True) takes tensors that need a gradient as positional "
+                          "arguments only, not as keywords or inside lists/dicts; pass use_reentrant=False")
+    if not any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        out = _checkpoint_non_reentrant(function, args, kwargs, preserve_rng_state)
+        if not any(isinstance(x, torch.Tensor) and x.requires_grad for x in tree_flatten(out)[0]):
+            warnings.warn("None of the inputs have requires_grad=True. Gradients will be None", stacklevel=2)
+        return out
     if kwargs:
         inner = function
 
         def function(*a):
             return inner(*a, **kwargs)
-    if not torch.is_grad_enabled():
-        return function(*args)
-    if not any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
-        # No input needs a gradient (e.g. frozen embeddings in front of a LoRA
-        # model). The output would then be cut off from the graph and the
-        # parameters inside `function` would get no gradient: add a zero-size
-        # input that "requires grad" so backward still reaches us.
-        args = (*args, torch.empty(0, requires_grad=True))
-        real = function
-
-        def function(*a):
-            return real(*a[:-1])
-    return Recompute.apply(function, preserve_rng_state, *args)
+    out = Recompute.apply(function, preserve_rng_state, *args)
+    nested = [o for o in (out if isinstance(out, tuple) else (out,)) if not isinstance(o, torch.Tensor)]
+    if any(isinstance(x, torch.Tensor) for x in tree_flatten(nested)[0]):
+        raise LabkitError("checkpoint (use_reentrant=True) returns tensors or a flat tuple of them; for tensors "
+                          "inside lists/dicts (they would get no gradient) pass use_reentrant=False")
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -237,3 +237,137 @@ def test_bench_mean_interval_is_the_t_interval():
     assert low == pytest.approx(mean - half, rel=1e-4) and high == pytest.approx(mean + half, rel=1e-4)
     assert mean_interval([0.5]) == (0.5, None, None)
     assert mean_interval([]) == (None, None, None)
+
+
+# --------------------------------------------------------------------------- no input needs grad
+def test_no_input_requiring_grad_warns_like_torch_only_when_nothing_gets_a_gradient():
+    x = torch.randn(3, 4)
+    fixed = torch.randn(4, 4)                      # nothing inside needs a gradient either
+    for impl in (torch_checkpoint, ck.checkpoint):
+        with pytest.warns(UserWarning, match="None of the inputs have requires_grad=True. Gradients will be None"):
+            y = impl(lambda t: (t @ fixed).tanh(), x, use_reentrant=True)
+        assert not y.requires_grad                 # (labkit used to claim it did)
+        with pytest.raises(RuntimeError, match="does not require grad"):
+            y.sum().backward()
+    # with parameters inside, labkit gives them their gradients (torch's reentrant design gives None)
+    w1, w2 = _block()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")             # and no warning: gradients will not be None
+        y, aux = ck.checkpoint(_f, x.repeat(1, 4), torch.zeros(3, 16), 1.0, 0.0, w1, w2)
+    assert y.requires_grad
+
+
+# --------------------------------------------------------------------------- use_reentrant=False
+def _net(x, w, *, bias, extra=None):
+    """A dict in (`extra`), a dict out, dropout, a keyword tensor that needs a gradient (`bias`)."""
+    h = torch.nn.functional.dropout(torch.tanh(x @ w + bias), p=0.4, training=True)
+    out = {"y": h.exp().sum(-1), "aux": h.square().mean(), "tag": "net"}
+    if extra is not None:
+        out["y"] = out["y"] * extra["scale"]
+    return out
+
+
+def _inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 8, generator=g, requires_grad=True)
+    w = torch.randn(8, 8, generator=g, requires_grad=True)
+    bias = (torch.randn(8, generator=g, requires_grad=True) * 2)    # not a leaf: its gradient flows on
+    scale = torch.randn(6, generator=g, requires_grad=True)
+    return x, w, bias, scale
+
+
+@pytest.mark.parametrize("impl", ["plain", "torch", "labkit"])
+def test_non_reentrant_with_autograd_grad_dicts_and_keyword_tensors(impl):
+    results = {}
+    for name in ("plain", impl):
+        x, w, bias, scale = _inputs()
+        call = {"plain": lambda f, *a, **k: f(*a, **k),
+                "torch": lambda f, *a, **k: torch_checkpoint(f, *a, use_reentrant=False, **k),
+                "labkit": lambda f, *a, **k: ck.checkpoint(f, *a, use_reentrant=False, **k)}[name]
+        torch.manual_seed(3)
+        out = call(_net, x, w, bias=bias, extra={"scale": scale})
+        loss = out["y"].sin().sum() + out["aux"]
+        grads = torch.autograd.grad(loss, (x, w, bias, scale))     # not .backward(): reentrant fails here
+        results[name] = (out["y"].detach(), out["tag"], grads)
+    (y0, tag0, g0), (y1, tag1, g1) = results["plain"], results[impl]
+    assert torch.equal(y1, y0) and tag1 == tag0 == "net"
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_non_reentrant_keeps_only_its_inputs_and_recomputes_once_per_backward():
+    w1, w2 = _block()
+    x = torch.randn(64, 16, requires_grad=True)
+    mask = torch.zeros(64, 16)
+    calls = []
+
+    def f(*a):
+        calls.append(1)
+        return _f(*a)
+
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t.detach()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y, aux = ck.checkpoint(f, x, mask, 1.0, 0.0, w1, w2, False, use_reentrant=False)
+    # like the reentrant design: exactly its tensor inputs, nothing inside (what lab 01's counter sees)
+    assert sum(seen.values()) == (x.numel() + w1.numel() + w2.numel() + mask.numel()) * 4
+    loss = y.sum() + aux
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    loss.backward()                                 # a second backward recomputes again
+    torch.testing.assert_close(x.grad, 2 * first)
+    assert len(calls) == 3                          # forward + one recomputation per backward
+
+
+def test_non_reentrant_refuses_a_function_that_changes_between_calls():
+    for recompute_saves_fewer in (True, False):
+        count = [0]
+
+        def changing(t):
+            count[0] += 1
+            fewer = (count[0] > 1) == recompute_saves_fewer
+            return t.sin().exp() if fewer else t.sin().exp().sin()
+
+        a = torch.randn(3, requires_grad=True)
+        out = ck.checkpoint(changing, a, use_reentrant=False)
+        if recompute_saves_fewer:
+            with pytest.raises(RuntimeError, match="A different number of tensors was saved"):
+                out.sum().backward()
+        else:       # more: the recomputation stops once it has what the backward needs (torch's early stop)
+            out.sum().backward()
+            torch.testing.assert_close(a.grad, (a.sin().exp() * a.cos()).detach())
+    shapes = [0]
+
+    def reshaping(t):
+        shapes[0] += 1
+        return (t[: 3 - shapes[0] + 1]).exp().sum()
+
+    with pytest.raises(ck.CheckpointError, match="different metadata"):
+        ck.checkpoint(reshaping, torch.randn(3, requires_grad=True), use_reentrant=False).backward()
+
+
+# --------------------------------------------------------------------------- use_reentrant=True refusals
+def test_reentrant_refuses_what_it_cannot_do_like_torch():
+    x = torch.randn(4, requires_grad=True)
+    for impl in (torch_checkpoint, ck.checkpoint):
+        y = impl(torch.sin, x, use_reentrant=True)
+        with pytest.raises(RuntimeError, match="is incompatible with .grad"):
+            torch.autograd.grad(y.sum(), x)
+        # the input that needs a gradient does not reach the output
+        with pytest.raises(RuntimeError, match="none of output has requires_grad=True"):
+            impl(lambda p, q: p, torch.randn(4), x, use_reentrant=True).sum().backward()
+    with pytest.raises(LabkitError, match="use_reentrant=False"):        # torch: ValueError, any keyword
+        ck.checkpoint(lambda t, *, b: t + b, x, b=x * 2)
+    with pytest.raises(LabkitError, match="use_reentrant=False"):        # torch: silently no gradient
+        ck.checkpoint(lambda t: {"y": t.sin()}, x)
+    # constants as keywords are fine, and non-tensor outputs pass through (torch's own test case)
+    scale = 3
+    t1, t2 = torch.rand(5, requires_grad=True), torch.rand(5, requires_grad=True)
+    res = ck.checkpoint(lambda a, b, *, k: (k, a * b * k, None, "bar", a), t1, t2, k=scale)
+    assert res[0] == 3 and res[2] is None and res[3] == "bar"
+    (res[1].sum() + res[4].sum()).backward()
+    torch.testing.assert_close(t1.grad, t2.detach() * 3 + 1)
