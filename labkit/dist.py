@@ -12,6 +12,11 @@ Three parts, one idea each:
 * **Measuring** -- `local_bytes()` counts what a rank really holds (a DTensor
   counts its local shard, `to_local()`), `CommCounter` counts the bytes of the
   collectives FSDP2, DDP and tensor parallelism actually issue.
+* **ZeRO-3 by hand** -- `shard_layout` / `flat_shard` / `unit_views` (a unit's parameters as
+  one padded flat vector, one equal slice per rank), `gather_full` and `zero3_step` (all-gather,
+  run, free; all-gather, re-run, reduce-scatter), proven equal to ``fully_shard`` by
+  ``labs/scripts/zero3_train.py``; `reduce_scatter_sim` / `ring_allreduce_sim` simulate the
+  collectives in one process and `ring_wire_bytes` gives a ring's bytes on the wire.
 * **The calculator** -- `zero_memory()` (bytes per GPU for ZeRO stages 0-3),
   `comm_volume()` / `comm_time()` (bytes and seconds per step on a link) and
   `bubble_fraction()` for pipeline parallelism. Multi-GPU scaling numbers in
