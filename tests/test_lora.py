@@ -756,3 +756,41 @@ def test_dora_on_gpt2_conv1d_equals_peft(gpt2):
     with torch.no_grad():
         assert torch.equal(ours(ids).logits, theirs(ids).logits)
     _state_equal(lora.merge_lora(ours), theirs.merge_and_unload())
+
+
+class _MLP(nn.Module):
+    """A plain (non-transformers) model: every Linear is a candidate for 'all-linear', as in peft."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin0, self.relu, self.lin1 = nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 2)
+
+    def forward(self, x):
+        return self.lin1(self.relu(self.lin0(x)))
+
+
+@pytest.mark.parametrize("case", [dict(target_modules="lin0"), dict(target_modules="all-linear"),
+                                  dict(target_modules=["lin0", "lin1"], modules_to_save=["lin1"]),
+                                  dict(target_modules=["lin0"], modules_to_save=["lin1"], use_dora=True)],
+                         ids=str)
+def test_plain_mlp_targets_outputs_and_training_equal_peft(case):
+    torch.manual_seed(0)
+    mlp = _MLP()
+    peft_kw = {("lora_alpha" if k == "alpha" else k): v for k, v in case.items()}
+    theirs = _peft_model(copy.deepcopy(mlp), r=4, lora_alpha=8, init_lora_weights=False, **peft_kw)
+    ours = lora.inject_lora(copy.deepcopy(mlp), 4, 8, **case)
+    assert sorted(lora.lora_layers(ours)) == _peft_wrapped(theirs)
+    assert _trainable(ours) == _trainable(theirs)
+    _randomize_b(ours)
+    _to_peft(ours, theirs)
+    x = torch.randn(5, 10)
+    assert torch.equal(ours(x), theirs(x))
+    opt_a = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=0.1)
+    opt_b = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad], lr=0.1)
+    for opt, m in ((opt_a, ours), (opt_b, theirs)):
+        m(x).square().sum().backward()
+        opt.step()
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-6)
+    frozen = {n: p for n, p in mlp.named_parameters()}
+    for name, layer in lora.lora_layers(ours).items():  # the base never moves
+        assert torch.equal(layer.base.weight, frozen[name + ".weight"])

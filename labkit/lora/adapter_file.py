@@ -61,10 +61,6 @@ def save_adapter(model: nn.Module, path) -> Path:
     layers = lora_layers(model)
     if not layers:
         raise LabkitError("the model has no LoRA layers to save; call inject_lora() first")
-    merged = [n for n, m in layers.items() if m.merged]
-    if merged:
-        raise LabkitError(f"{merged[0]} is merged; unmerge_adapter(model) before saving (the file holds A and B, "
-                          "loaded onto an unmerged base)")
     first = next(iter(layers.values()))
     r, alpha = first.r, first.alpha
     cfg = getattr(model, "config", None)

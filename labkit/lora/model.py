@@ -165,13 +165,11 @@ def target_module_names(model: nn.Module, target_modules, layers_to_transform=No
         chosen = [n for n, m in modules if not excluded(n) and _matches(n, targets, None, None)]
     where = f" (in layers {layers_to_transform})" if layers_to_transform is not None else ""
     for t in [targets] if isinstance(targets, str) else targets:
-        hits = [n for n in chosen if _matches(n, [t] if isinstance(targets, list) else t,
-                                               layers_to_transform, layers_pattern)]
-        if hits:
-            continue
+        one = [t] if isinstance(targets, list) else t
+        if any(_matches(n, one, layers_to_transform, layers_pattern) for n, _ in modules):
+            continue  # selected, or matched but excluded (exclude_modules / modules_to_save), as in peft
         linear = sorted({n.rpartition(".")[2] for n, m in modules if is_linear_like(m)})
-        already = [n for n in existing if _matches(n, [t] if isinstance(targets, list) else t,
-                                                  layers_to_transform, layers_pattern)]
+        already = [n for n in existing if _matches(n, one, layers_to_transform, layers_pattern)]
         if already:
             raise LabkitError(f"the {t!r} layers already have LoRA; merge_lora() or unload_lora() first")
         raise LabkitError(f"target module {t!r} matches no nn.Linear in this model{where}; "
