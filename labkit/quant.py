@@ -202,7 +202,6 @@ def normal_float_levels(offset: float = NF4_OFFSET) -> torch.Tensor:
 
 
 NF4_LEVELS = normal_float_levels()
-_NF4_PAIRS = torch.stack([NF4_LEVELS[torch.arange(256) >> 4], NF4_LEVELS[torch.arange(256) & 15]], dim=1)
 
 
 def _check_blocks(numel: int, blocksize: int, what: str) -> None:
@@ -237,28 +236,13 @@ def nf4_quantize(w: torch.Tensor, blocksize: int = NF4_BLOCKSIZE) -> tuple[torch
     NaN); this teaching copy raises a `LabkitError` naming how many values, which blocks and
     the first index, and asks for the tensor to be cleaned or clipped first.
     """
-    _check_float(w, "nf4_quantize")
-    _check_blocks(w.numel(), blocksize, "NF4-quantize")
-    _check_finite(w, "nf4_quantize", blocksize=blocksize)
-    blocks = w.reshape(-1, blocksize).float()
-    absmax = blocks.abs().amax(dim=1)
-    scaled = torch.clamp(blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1), -1, 1)
-    midpoints = (NF4_LEVELS[:-1] + NF4_LEVELS[1:]) / 2
-    codes = torch.bucketize(scaled.reshape(-1), midpoints.to(w.device))   # x == midpoint -> lower code
-    return pack_4bit(codes), absmax
+    return quantize_4bit(w, blocksize, "nf4")
 
 
 def nf4_dequantize(packed: torch.Tensor, absmax: torch.Tensor, shape, blocksize: int = NF4_BLOCKSIZE,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Undo `nf4_quantize`: ``level[code] * absmax`` in float32, then cast to ``dtype``."""
-    shape = torch.Size(shape)
-    _check_blocks(shape.numel(), blocksize, "NF4-dequantize")
-    if packed.numel() * 2 != shape.numel() or absmax.numel() * blocksize != shape.numel():
-        raise LabkitError(f"packed ({packed.numel():,} bytes) and absmax ({absmax.numel():,} blocks) "
-                          f"do not describe a tensor of shape {tuple(shape)} in blocks of {blocksize}")
-    # one lookup per byte: entry b of the table holds (level[b >> 4], level[b & 15])
-    values = _NF4_PAIRS.to(packed.device).index_select(0, packed.reshape(-1).long()).view(-1, blocksize)
-    return (values * absmax.float().view(-1, 1)).to(dtype).reshape(shape)
+    return dequantize_4bit(packed, absmax, shape, blocksize, "nf4", dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -280,6 +264,14 @@ def fp4_levels() -> torch.Tensor:
 
 FP4_LEVELS = fp4_levels()
 QUANT_TYPES = ("nf4", "fp4")
+
+
+def _byte_pairs(levels: torch.Tensor) -> torch.Tensor:
+    """(256, 2): the two levels packed in each possible byte (high nibble first)."""
+    return torch.stack([levels[torch.arange(256) >> 4], levels[torch.arange(256) & 15]], dim=1)
+
+
+_PAIRS = {"nf4": _byte_pairs(NF4_LEVELS), "fp4": _byte_pairs(FP4_LEVELS)}
 
 
 def levels_4bit(quant_type: str = "nf4") -> torch.Tensor:
@@ -318,15 +310,15 @@ def quantize_4bit(w: torch.Tensor, blocksize: int = NF4_BLOCKSIZE,
 def dequantize_4bit(packed: torch.Tensor, absmax: torch.Tensor, shape, blocksize: int = NF4_BLOCKSIZE,
                     quant_type: str = "nf4", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Undo `quantize_4bit`: ``level[code] * absmax`` in float32, then cast to ``dtype``."""
-    if quant_type == "nf4":
-        return nf4_dequantize(packed, absmax, shape, blocksize, dtype)
-    levels = levels_4bit(quant_type)
+    levels_4bit(quant_type)                                    # an unknown type: one line, here
+    pairs = _PAIRS[quant_type]
     shape = torch.Size(shape)
     _check_blocks(shape.numel(), blocksize, f"{quant_type.upper()}-dequantize")
     if packed.numel() * 2 != shape.numel() or absmax.numel() * blocksize != shape.numel():
         raise LabkitError(f"packed ({packed.numel():,} bytes) and absmax ({absmax.numel():,} blocks) "
                           f"do not describe a tensor of shape {tuple(shape)} in blocks of {blocksize}")
-    values = levels.to(packed.device)[unpack_4bit(packed)].view(-1, blocksize)
+    # one lookup per byte: entry b of the table holds (level[b >> 4], level[b & 15])
+    values = pairs.to(packed.device).index_select(0, packed.reshape(-1).long()).view(-1, blocksize)
     return (values * absmax.float().view(-1, 1)).to(dtype).reshape(shape)
 
 
