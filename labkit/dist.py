@@ -587,6 +587,17 @@ def rank_slice(batches, rank: int, world: int):
         yield {key: v[rank * k:(rank + 1) * k] for key, v in b.items()}
 
 
+def add_run_args(parser):
+    """The run arguments every lab 07 torchrun script shares (model depth, steps, global batch, data, seed)."""
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=4, help="GLOBAL batch (split over the ranks)")
+    parser.add_argument("--seq-len", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
 def train_single(layers: int, steps: int, batch: int, seq_len: int, seed: int = 0, lr: float = 1e-3) -> list[float]:
     """Plain one-process training (the reference trajectory for FSDP/DDP), with the shared loop."""
     from . import env, models, train

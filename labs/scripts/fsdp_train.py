@@ -352,12 +352,7 @@ def part_sweep(args):
 def main():
     global W, env, models, train
     p = argparse.ArgumentParser()
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--batch", type=int, default=4, help="GLOBAL batch (split over the ranks)")
-    p.add_argument("--seq-len", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    ld.add_run_args(p)
     p.add_argument("--only", default=",".join(ALL), help="comma-separated parts: " + ",".join(ALL + RESHARD))
     p.add_argument("--ckpt-dir", default=None)
     p.add_argument("--optim-dir", default=None, help="folder of the model + AdamW DCP checkpoint (optsave/optload)")

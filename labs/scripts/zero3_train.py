@@ -126,12 +126,7 @@ def check_collectives(args, n: int = 24) -> dict:
 def main():
     global W
     p = argparse.ArgumentParser()
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--batch", type=int, default=4, help="GLOBAL batch (split over the ranks)")
-    p.add_argument("--seq-len", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    ld.add_run_args(p)
     p.add_argument("--impl", default=None, help="a .py file defining flat_shard and zero3_step (the notebook's)")
     p.add_argument("--mixed", action="store_true", help="also run bf16 compute / fp32 reduce")
     args = p.parse_args()
