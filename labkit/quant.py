@@ -207,9 +207,26 @@ NF4_LEVELS = normal_float_levels()
 def _check_blocks(numel: int, blocksize: int, what: str) -> None:
     if not isinstance(blocksize, int) or isinstance(blocksize, bool) or blocksize < 2 or blocksize % 2:
         raise LabkitError(f"blocksize must be a positive even integer, got {blocksize!r}")
-    if numel == 0 or numel % blocksize:
-        raise LabkitError(f"cannot {what} a tensor of {numel:,} values in blocks of {blocksize}: "
-                          f"{numel:,} is not a multiple of {blocksize}; pad it or pick a block size that divides it")
+    if numel == 0:
+        raise LabkitError(f"cannot {what} an empty tensor")
+
+
+def _n_blocks(numel: int, blocksize: int) -> int:
+    """Blocks of a flattened tensor: the last one may be partial (it gets its own absmax)."""
+    return -(-numel // blocksize)
+
+
+QUANT_STORAGE = (torch.uint8, torch.int8, torch.float16, torch.bfloat16, torch.float32, torch.int32)
+
+
+def _check_storage(quant_storage: torch.dtype, nbytes: int) -> None:
+    if quant_storage not in QUANT_STORAGE:
+        raise LabkitError(f"quant_storage must be one of {', '.join(str(d) for d in QUANT_STORAGE)}, "
+                          f"got {quant_storage!r}")
+    size = torch.empty((), dtype=quant_storage).element_size()
+    if nbytes % size:
+        raise LabkitError(f"{nbytes:,} packed bytes cannot be viewed as {quant_storage} ({size} bytes each); "
+                          f"use quant_storage=torch.uint8 or a tensor whose size fills whole {quant_storage} values")
 
 
 def pack_4bit(codes: torch.Tensor) -> torch.Tensor:
@@ -283,43 +300,69 @@ def levels_4bit(quant_type: str = "nf4") -> torch.Tensor:
     raise LabkitError(f"unknown 4-bit type {quant_type!r}; use one of {', '.join(QUANT_TYPES)}")
 
 
-def quantize_4bit(w: torch.Tensor, blocksize: int = NF4_BLOCKSIZE,
-                  quant_type: str = "nf4") -> tuple[torch.Tensor, torch.Tensor]:
-    """Blockwise absmax + nearest level of a 4-bit code book; ``(packed uint8, fp32 absmax)``.
+def quantize_4bit(w: torch.Tensor, blocksize: int = NF4_BLOCKSIZE, quant_type: str = "nf4",
+                  quant_storage: torch.dtype = torch.uint8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blockwise absmax + nearest level of a 4-bit code book; ``(packed, fp32 absmax)``.
 
     The nearest level is found on the *sorted* levels (an exact midpoint goes to the lower
     one), then mapped back to its code: for NF4 the order is the identity, for FP4 it is
-    not. Bit-identical to ``bitsandbytes.functional.quantize_4bit(w, blocksize, quant_type=...)``
-    on finite tensors whose size is a multiple of ``blocksize``.
+    not. Bit-identical to ``bitsandbytes.functional.quantize_4bit(w, blocksize, quant_type=...,
+    quant_storage=...)`` on finite tensors, including bitsandbytes' handling of sizes that are
+    not a multiple of ``blocksize`` (the last, partial block gets its own absmax) and of an odd
+    number of values (the last byte's low nibble is the code of 0).
+
+    ``quant_storage``: the dtype the packed bytes are *viewed* as (not converted to), as in
+    bitsandbytes; FSDP-QLoRA stores them as bf16 so that every parameter of a layer shares one
+    dtype and can be flattened into one shard. The values are the same bytes either way.
     """
     levels = levels_4bit(quant_type)
     name = f"{quant_type}_quantize"
     _check_float(w, name)
     _check_blocks(w.numel(), blocksize, f"{quant_type.upper()}-quantize")
+    _check_storage(quant_storage, -(-w.numel() // 2))
     _check_finite(w, name, blocksize=blocksize)
-    blocks = w.reshape(-1, blocksize).float()
+    flat = w.reshape(-1).float()
+    full = flat.numel() - flat.numel() % blocksize
+    blocks = flat[:full].view(-1, blocksize)
     absmax = blocks.abs().amax(dim=1)
-    scaled = torch.clamp(blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1), -1, 1)
+    scaled = torch.clamp(blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1), -1, 1).reshape(-1)
+    if full < flat.numel():                          # the partial last block (bitsandbytes divides here)
+        tail_max = flat[full:].abs().amax().clamp(min=1e-38)
+        absmax = torch.cat([absmax, tail_max.reshape(1)])
+        scaled = torch.cat([scaled, torch.clamp(flat[full:] / tail_max, -1, 1)])
+    if scaled.numel() % 2:                           # an odd count: pad one 0 to fill the last byte
+        scaled = F.pad(scaled, (0, 1))
     order = torch.argsort(levels)                  # code of the i-th smallest level (FP4: +0 and -0 tie)
     ordered = levels[order]
     midpoints = (ordered[:-1] + ordered[1:]) / 2
-    rank = torch.bucketize(scaled.reshape(-1), midpoints.to(w.device))   # x == midpoint -> lower level
-    return pack_4bit(order.to(w.device)[rank]), absmax
+    rank = torch.bucketize(scaled, midpoints.to(w.device))   # x == midpoint -> lower level
+    packed = pack_4bit(order.to(w.device)[rank])
+    return (packed if quant_storage == torch.uint8 else packed.view(quant_storage)), absmax
 
 
 def dequantize_4bit(packed: torch.Tensor, absmax: torch.Tensor, shape, blocksize: int = NF4_BLOCKSIZE,
                     quant_type: str = "nf4", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Undo `quantize_4bit`: ``level[code] * absmax`` in float32, then cast to ``dtype``."""
+    """Undo `quantize_4bit`: ``level[code] * absmax`` in float32, then cast to ``dtype``.
+
+    ``packed`` may be stored as any ``quant_storage`` dtype: its bytes are read as uint8."""
     levels_4bit(quant_type)                                    # an unknown type: one line, here
     pairs = _PAIRS[quant_type]
     shape = torch.Size(shape)
-    _check_blocks(shape.numel(), blocksize, f"{quant_type.upper()}-dequantize")
-    if packed.numel() * 2 != shape.numel() or absmax.numel() * blocksize != shape.numel():
+    n = shape.numel()
+    _check_blocks(n, blocksize, f"{quant_type.upper()}-dequantize")
+    if packed.dtype != torch.uint8:
+        packed = packed.reshape(-1).view(torch.uint8)
+    if packed.numel() != -(-n // 2) or absmax.numel() != _n_blocks(n, blocksize):
         raise LabkitError(f"packed ({packed.numel():,} bytes) and absmax ({absmax.numel():,} blocks) "
                           f"do not describe a tensor of shape {tuple(shape)} in blocks of {blocksize}")
     # one lookup per byte: entry b of the table holds (level[b >> 4], level[b & 15])
-    values = pairs.to(packed.device).index_select(0, packed.reshape(-1).long()).view(-1, blocksize)
-    return (values * absmax.float().view(-1, 1)).to(dtype).reshape(shape)
+    values = pairs.to(packed.device).index_select(0, packed.reshape(-1).long()).reshape(-1)[:n]
+    full = n - n % blocksize
+    absmax = absmax.float()
+    out = (values[:full].view(-1, blocksize) * absmax[: full // blocksize].view(-1, 1)).reshape(-1)
+    if full < n:
+        out = torch.cat([out, values[full:] * absmax[-1]])
+    return out.to(dtype).reshape(shape)
 
 
 def fp4_quantize(w: torch.Tensor, blocksize: int = NF4_BLOCKSIZE) -> tuple[torch.Tensor, torch.Tensor]:
@@ -387,6 +430,11 @@ def blockwise_quantize(x: torch.Tensor, code: torch.Tensor = DYNAMIC_MAP,
     value (a tie goes to the lower one). A last, shorter block is allowed: the
     number of blocks of a weight matrix rarely divides by 256. NaN/inf: a `LabkitError`
     (bitsandbytes would silently make the whole block NaN).
+
+    A known quirk of bitsandbytes' CPU kernel (0.50): it searches the 256-entry code book
+    approximately, so about 1% of its indices are one step off; where they differ, this exact
+    search picks the code value nearer the input (tests/test_quant.py shows both). The 4-bit
+    NF4/FP4 quantizers have no such quirk: there labkit and bitsandbytes are bit-identical.
     """
     _check_float(x, "blockwise_quantize")
     _check_finite(x, "blockwise_quantize", blocksize=blocksize)
@@ -456,10 +504,11 @@ def nf4_nbytes(numel: int, blocksize: int = NF4_BLOCKSIZE, double_quant: bool = 
                dq_blocksize: int = DQ_BLOCKSIZE) -> int:
     """Exact bytes of one NF4 tensor: packed codes + absmax (+ second-level constants and offset)."""
     _check_blocks(numel, blocksize, "size")
-    blocks = numel // blocksize
+    blocks = _n_blocks(numel, blocksize)
+    codes = -(-numel // 2)
     if not double_quant:
-        return numel // 2 + 4 * blocks
-    return numel // 2 + blocks + 4 * -(-blocks // dq_blocksize) + 4
+        return codes + 4 * blocks
+    return codes + blocks + 4 * -(-blocks // dq_blocksize) + 4
 
 
 # ---------------------------------------------------------------------------
@@ -504,42 +553,50 @@ class Linear4bit(nn.Module):
 
     The quantization state (absmax, and with double quantization its codes' scales and offset)
     stays float32 under ``.to(torch.bfloat16)`` / ``.half()``, as bitsandbytes keeps its
-    ``quant_state``: casting it would change every dequantized weight by up to ~0.4%. The bias
-    does follow the cast. There is no ``.weight`` (it exists only inside each call): reading it
+    ``quant_state``: casting it would change every dequantized weight by up to ~0.4%. The packed
+    codes are never cast either (with ``quant_storage=torch.bfloat16`` they are bytes viewed as
+    bf16, as in bitsandbytes; a cast would destroy them). The bias does follow the cast, and
+    ``dtype`` sets it when the layer is rebuilt empty to load a state dict (``load_state_dict``
+    copies into the existing dtype). There is no ``.weight`` (it exists only inside each call): reading it
     raises `QuantizedWeightError`; `dequantize` returns it, `merge_lora_4bit` merges into it.
     """
 
     _STATE = ("absmax", "absmax2", "absmax_offset")
+    _NEVER_CAST = _STATE + ("packed",)
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  compute_dtype: torch.dtype | None = None, blocksize: int = NF4_BLOCKSIZE,
-                 double_quant: bool = False, quant_type: str = "nf4", device=None):
+                 double_quant: bool = False, quant_type: str = "nf4",
+                 quant_storage: torch.dtype = torch.uint8, device=None, dtype: torch.dtype | None = None):
         super().__init__()
         levels_4bit(quant_type)                               # an unknown type: one line, here
-        _check_blocks(in_features * out_features, blocksize, f"{quant_type.upper()}-quantize")
+        n = in_features * out_features
+        _check_blocks(n, blocksize, f"{quant_type.upper()}-quantize")
+        _check_storage(quant_storage, -(-n // 2))
         self.in_features, self.out_features = in_features, out_features
         self.compute_dtype, self.blocksize, self.double_quant = compute_dtype, blocksize, double_quant
-        self.quant_type = quant_type
-        n = in_features * out_features
-        self.register_buffer("packed", torch.zeros(n // 2, dtype=torch.uint8, device=device))
+        self.quant_type, self.quant_storage = quant_type, quant_storage
+        packed = torch.zeros(-(-n // 2), dtype=torch.uint8, device=device)
+        self.register_buffer("packed", packed if quant_storage == torch.uint8 else packed.view(quant_storage))
+        n_blocks = _n_blocks(n, blocksize)
         if double_quant:
-            n_blocks = n // blocksize
             self.register_buffer("absmax_codes", torch.zeros(n_blocks, dtype=torch.uint8, device=device))
             self.register_buffer("absmax2", torch.zeros(-(-n_blocks // DQ_BLOCKSIZE), device=device))
             self.register_buffer("absmax_offset", torch.zeros((), device=device))
         else:
-            self.register_buffer("absmax", torch.zeros(n // blocksize, device=device))
-        self.bias = nn.Parameter(torch.zeros(out_features, device=device), requires_grad=False) if bias else None
+            self.register_buffer("absmax", torch.zeros(n_blocks, device=device))
+        self.bias = (nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype), requires_grad=False)
+                     if bias else None)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, compute_dtype: torch.dtype | None = None,
                     blocksize: int = NF4_BLOCKSIZE, double_quant: bool = False,
-                    quant_type: str = "nf4") -> "Linear4bit":
-        """Quantize an ``nn.Linear`` (its weight is not kept)."""
+                    quant_type: str = "nf4", quant_storage: torch.dtype = torch.uint8) -> "Linear4bit":
+        """Quantize an ``nn.Linear`` (its weight is not kept; its bias keeps its dtype)."""
         w = linear.weight.detach()
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
                     compute_dtype=compute_dtype, blocksize=blocksize, double_quant=double_quant,
-                    quant_type=quant_type, device=w.device)
+                    quant_type=quant_type, quant_storage=quant_storage, device=w.device)
         layer.quantize_(w)
         if linear.bias is not None:
             layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
@@ -550,7 +607,7 @@ class Linear4bit(nn.Module):
         if tuple(weight.shape) != (self.out_features, self.in_features):
             raise LabkitError(f"weight of shape {tuple(weight.shape)} does not fit a "
                               f"{self.in_features} -> {self.out_features} layer")
-        packed, absmax = quantize_4bit(weight, self.blocksize, self.quant_type)
+        packed, absmax = quantize_4bit(weight, self.blocksize, self.quant_type, self.quant_storage)
         self.packed.copy_(packed)
         if self.double_quant:
             dq = double_quantize(absmax)
@@ -582,8 +639,9 @@ class Linear4bit(nn.Module):
 
     def _apply(self, fn, recurse=True):
         # .to(dtype)/.half()/.cuda() reach every buffer through here: move the quantization state
-        # to the new device but keep it float32 (bitsandbytes' quant_state is never cast either).
-        state = {k: self._buffers.pop(k) for k in self._STATE if k in self._buffers}
+        # and the packed codes to the new device but never change their dtype (bitsandbytes'
+        # quant_state is never cast either; packed bytes viewed as bf16 must stay bytes).
+        state = {k: self._buffers.pop(k) for k in self._NEVER_CAST if k in self._buffers}
         super()._apply(fn, recurse)
         for k, t in state.items():
             moved = fn(t)
@@ -604,19 +662,22 @@ class Linear4bit(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"{self.quant_type} blocksize={self.blocksize}, double_quant={self.double_quant}, "
-                f"compute_dtype={self.compute_dtype}")
+                f"compute_dtype={self.compute_dtype}"
+                + ("" if self.quant_storage == torch.uint8 else f", quant_storage={self.quant_storage}"))
 
 
-def _bnb_linear4bit(linear: nn.Linear, compute_dtype, double_quant: bool, blocksize: int, quant_type: str = "nf4"):
+def _bnb_linear4bit(linear: nn.Linear, compute_dtype, double_quant: bool, blocksize: int, quant_type: str = "nf4",
+                    quant_storage: torch.dtype = torch.uint8):
     """``bitsandbytes.nn.Linear4bit`` (NF4 or FP4) holding ``linear``'s weight, quantized on its device."""
     import bitsandbytes as bnb
 
     w = linear.weight.detach()
     layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
                               compute_dtype=compute_dtype, compress_statistics=double_quant,
-                              quant_type=quant_type, device="meta")
+                              quant_type=quant_type, quant_storage=quant_storage, device="meta")
     layer.weight = bnb.nn.Params4bit(w, requires_grad=False, blocksize=blocksize, compress_statistics=double_quant,
-                                     quant_type=quant_type, module=layer).to(w.device)   # .to() quantizes
+                                     quant_type=quant_type, quant_storage=quant_storage,
+                                     module=layer).to(w.device)   # .to() quantizes
     if linear.bias is not None:
         layer.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
     return layer
@@ -627,10 +688,12 @@ BACKENDS = ("labkit", "bnb")
 
 def quantize_model(model: nn.Module, *, backend: str = "labkit", compute_dtype: torch.dtype | None = torch.bfloat16,
                    double_quant: bool = False, blocksize: int = NF4_BLOCKSIZE, skip=("lm_head",),
-                   quant_type: str = "nf4") -> nn.Module:
+                   quant_type: str = "nf4", quant_storage: torch.dtype = torch.uint8) -> nn.Module:
     """Replace every ``nn.Linear`` (except the names in ``skip``) with a 4-bit layer, in place.
 
     ``quant_type``: ``"nf4"`` (QLoRA's NormalFloat) or ``"fp4"``, as in bitsandbytes.
+    ``quant_storage``: the dtype the packed codes are viewed as (bitsandbytes' argument; bf16
+    lets FSDP shard a QLoRA model whose other parameters are bf16).
 
     ``backend="labkit"``: `Linear4bit`; ``"bnb"``: ``bitsandbytes.nn.Linear4bit``.
     Embeddings, norms and the output head stay as they are, as in QLoRA. Each
@@ -658,9 +721,10 @@ def quantize_model(model: nn.Module, *, backend: str = "labkit", compute_dtype: 
         parent = model.get_submodule(parent_name) if parent_name else model
         if backend == "labkit":
             new = Linear4bit.from_linear(linear, compute_dtype=compute_dtype, blocksize=blocksize,
-                                         double_quant=double_quant, quant_type=quant_type)
+                                         double_quant=double_quant, quant_type=quant_type,
+                                         quant_storage=quant_storage)
         else:
-            new = _bnb_linear4bit(linear, compute_dtype, double_quant, blocksize, quant_type)
+            new = _bnb_linear4bit(linear, compute_dtype, double_quant, blocksize, quant_type, quant_storage)
         setattr(parent, child, new)
         del linear
     return model
@@ -703,13 +767,14 @@ def merge_lora_4bit(model: nn.Module, requantize: bool = True) -> nn.Module:
         bias = None if base.bias is None else base.bias.detach().clone()
         if isinstance(base, Linear4bit):
             kind = dict(compute_dtype=base.compute_dtype, blocksize=base.blocksize,
-                        double_quant=base.double_quant, quant_type=base.quant_type)
+                        double_quant=base.double_quant, quant_type=base.quant_type,
+                        quant_storage=base.quant_storage)
         elif type(base) is nn.Linear:
             kind = None
         else:  # bitsandbytes Linear4bit
             st = base.weight.quant_state
             kind = dict(compute_dtype=base.compute_dtype, blocksize=st.blocksize, double_quant=bool(st.nested),
-                        quant_type=st.quant_type)
+                        quant_type=st.quant_type, quant_storage=base.weight.dtype)
         if kind is not None and requantize:
             new = Linear4bit(layer.in_features, layer.out_features, bias is not None, device=w.device, **kind)
             new.quantize_(w)

@@ -54,15 +54,45 @@ def test_nf4_quantize_by_hand():
     assert packed[1].item() == (12 << 4) | 9
 
 
-def test_not_a_multiple_of_the_block_size_is_one_clear_line():
+def test_bad_block_size_or_input_is_one_clear_line():
     with pytest.raises(LabkitError) as err:
-        quant.nf4_quantize(torch.randn(10, 10))
-    msg = str(err.value)
-    assert "\n" not in msg and "100" in msg and "multiple of 64" in msg
-    with pytest.raises(LabkitError):
         quant.nf4_quantize(torch.randn(64), blocksize=63)
+    assert "\n" not in str(err.value) and "even" in str(err.value)
     with pytest.raises(LabkitError):
         quant.nf4_quantize(torch.randint(0, 5, (64,)))
+    with pytest.raises(LabkitError, match="empty"):
+        quant.nf4_quantize(torch.randn(0))
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_partial_last_block_and_odd_sizes_as_bitsandbytes(quant_type, dtype):
+    # bitsandbytes gives a last, partial block its own absmax and pads an odd count with the
+    # code of 0; labkit does the same, byte for byte.
+    gen = torch.Generator().manual_seed(3)
+    for n, bs in [(1, 64), (3, 64), (63, 64), (65, 64), (100, 64), (129, 128), (1000, 256), (4097, 64)]:
+        w = (torch.randn(n, generator=gen) * 3).to(dtype)
+        ref, state = F.quantize_4bit(w, blocksize=bs, quant_type=quant_type)
+        packed, absmax = quant.quantize_4bit(w, bs, quant_type)
+        assert torch.equal(packed, ref.view(-1)), (n, bs)
+        assert torch.equal(absmax, state.absmax), (n, bs)
+        back = quant.dequantize_4bit(packed, absmax, (n,), bs, quant_type, dtype)
+        assert torch.equal(back, F.dequantize_4bit(ref, state).view(-1)), (n, bs)
+    assert quant.nf4_nbytes(100) == 50 + 4 * 2
+
+
+@pytest.mark.parametrize("storage", [torch.bfloat16, torch.float16, torch.float32, torch.int8], ids=str)
+def test_quant_storage_views_the_same_bytes_as_bitsandbytes(storage):
+    w = _weights((32, 64), torch.float32, seed=4)
+    ref, state = F.quantize_4bit(w, blocksize=64, quant_type="nf4", quant_storage=storage)
+    packed, absmax = quant.quantize_4bit(w, 64, "nf4", quant_storage=storage)
+    assert packed.dtype == ref.dtype == storage and packed.numel() == ref.numel()
+    assert torch.equal(packed.view(torch.uint8), ref.view(-1).view(torch.uint8))
+    assert torch.equal(quant.dequantize_4bit(packed, absmax, w.shape), F.dequantize_4bit(ref, state))
+    with pytest.raises(LabkitError, match="cannot be viewed"):
+        quant.quantize_4bit(torch.randn(6), 64, "nf4", quant_storage=torch.float32)
+    with pytest.raises(LabkitError, match="quant_storage must be"):
+        quant.quantize_4bit(torch.randn(64), 64, "nf4", quant_storage=torch.float64)
 
 
 # ---------------------------------------------------------------------------
@@ -469,3 +499,53 @@ def test_dynamic_map_equals_bitsandbytes_or_refuses(max_exponent_bits, total_bit
             quant.dynamic_map(max_exponent_bits, total_bits, signed=signed)
         return
     assert torch.equal(quant.dynamic_map(max_exponent_bits, total_bits, signed=signed), ref)
+
+
+# ---------------------------------------------------------------------------
+# quant_storage, partial blocks and the bias dtype of a rebuilt layer
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("storage", [torch.uint8, torch.bfloat16, torch.float32], ids=str)
+def test_linear4bit_quant_storage_equals_bitsandbytes(storage):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(128, 48)
+    ours = quant.Linear4bit.from_linear(lin, quant_storage=storage)
+    theirs = quant.quantize_model(torch.nn.Sequential(lin), backend="bnb", compute_dtype=None,
+                                  quant_storage=storage)[0].train()
+    assert ours.packed.dtype == theirs.weight.dtype == storage
+    assert torch.equal(ours.packed.view(torch.uint8), theirs.weight.data.reshape(-1).view(torch.uint8))
+    x = torch.randn(4, 128)
+    assert torch.equal(ours(x), theirs(x))
+    before = ours.dequantize()
+    ours.half()                                             # the packed bytes are never cast
+    assert ours.packed.dtype == storage and torch.equal(ours.dequantize(), before)
+    assert torch.equal(quant.dequantized_weight(theirs), before)
+
+
+def test_linear4bit_with_a_partial_last_block_equals_bitsandbytes():
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(10, 7)                            # 70 weights: one block of 64 + one of 6
+    ours = quant.Linear4bit.from_linear(lin, compute_dtype=torch.float32)
+    theirs = quant.quantize_model(torch.nn.Sequential(lin), backend="bnb",
+                                  compute_dtype=torch.float32)[0].train()
+    assert ours.absmax.numel() == 2 and torch.equal(ours.absmax, theirs.weight.quant_state.absmax)
+    x = torch.randn(3, 10)
+    assert torch.equal(ours(x), theirs(x))
+    assert ours.weight_nbytes == 35 + 2 * 4
+
+
+def test_linear4bit_rebuilt_from_a_state_dict_keeps_the_bias_dtype():
+    torch.manual_seed(2)
+    lin = torch.nn.Linear(64, 32).to(torch.bfloat16)
+    layer = quant.Linear4bit.from_linear(lin, compute_dtype=torch.bfloat16, double_quant=True)
+    assert layer.bias.dtype == torch.bfloat16
+    state = layer.state_dict()
+    plain = quant.Linear4bit(64, 32, compute_dtype=torch.bfloat16, double_quant=True)
+    plain.load_state_dict(state)
+    assert plain.bias.dtype == torch.float32                # load_state_dict copies into fp32 ...
+    rebuilt = quant.Linear4bit(64, 32, compute_dtype=torch.bfloat16, double_quant=True, dtype=torch.bfloat16)
+    rebuilt.load_state_dict(state)
+    assert rebuilt.bias.dtype == torch.bfloat16             # ... unless dtype says what it was
+    assert rebuilt.absmax_offset.dtype == torch.float32     # the quantization state stays fp32
+    x = torch.randn(5, 64, dtype=torch.bfloat16)
+    assert torch.equal(rebuilt(x), layer(x))
+    assert torch.equal(rebuilt.dequantize(), layer.dequantize())
