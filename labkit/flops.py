@@ -1,0 +1,179 @@
+"""FLOPs per token of a decoder, model-FLOPs utilisation (MFU), and what a step should take.
+
+Built in lab 12 ("GPU utilisation"). Counting rules (Kaplan et al. 2020, §2.1; the PaLM paper,
+Chowdhery et al. 2022, appendix B):
+
+* every matmul with a weight matrix of ``N`` parameters costs ``2N`` FLOPs per token forward
+  (a multiply and an add per weight), and ``4N`` backward (the gradient of its input and of its
+  weight): **6N per token** for a training step. ``N`` counts the *matmul* weights -- q, k, v, o,
+  the MLP and the LM head; the embedding is a table lookup (0 FLOPs), norms and biases are
+  elementwise (ignored, as `torch.utils.flop_counter.FlopCounterMode` ignores them);
+* attention's two matmuls (scores ``Q K^T`` and ``scores @ V``) do not touch weights: for a
+  query at position t they cost ``2 * 2 * d_attn * keys`` forward, where ``d_attn`` =
+  heads x head_dim. Eager attention computes the full ``s x s`` score matrix and masks it
+  (``keys = s`` for every query): **12 * L * d_attn * s per token** for training, the PaLM term.
+  Causal kernels (sdpa's flash / memory-efficient ones, FlashAttention) skip the masked half:
+  on average ``(s + 1) / 2`` keys per query;
+* gradient checkpointing (transformers checkpoints each decoder layer, non-reentrant) runs
+  every layer's forward a second time during backward: the *hardware* FLOPs grow, the *model*
+  FLOPs do not. Not quite one whole forward: torch's non-reentrant checkpoint stops recomputing
+  as soon as it has every tensor backward saved ("early stop"), and nothing saved comes out of
+  a layer's last matmul (``down_proj``: the residual add needs no saved input), so that one is
+  not rerun; nor is the LM head, which is outside the layers. FlopCounterMode shows exactly this.
+
+MFU = achieved model FLOPs per second / peak FLOPs per second, with model FLOPs = 6N + the
+PaLM attention term, whatever the implementation actually ran; hardware-FLOPs utilisation (HFU)
+counts what ran, recomputation included.
+"""
+from __future__ import annotations
+
+import math
+
+from .errors import LabkitError
+
+__all__ = ["ATTN_IMPLEMENTATIONS", "flops_breakdown", "flops_per_token", "hfu", "matmul_params", "mfu",
+           "step_seconds"]
+
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
+
+
+def _arch(config):
+    from .memory import _arch as memory_arch      # one reading of a config for memory and FLOPs
+
+    return memory_arch(config)
+
+
+def matmul_params(config) -> dict[str, int]:
+    """Weights that take part in matmuls, by role: ``{"attention", "mlp", "lm_head", "total"}``.
+
+    Embedding rows are looked up, not multiplied, so they are not here -- but with tied embeddings
+    the LM head *is* that matrix used in a matmul, and it counts."""
+    a = _arch(config)
+    attention = a.layers * (a.hidden * a.heads * a.head_dim * 2 + 2 * a.hidden * a.kv_heads * a.head_dim)
+    mlp = a.layers * 3 * a.hidden * a.intermediate
+    lm_head = a.hidden * a.vocab
+    return {"attention": attention, "mlp": mlp, "lm_head": lm_head, "total": attention + mlp + lm_head}
+
+
+def _check_seq_len(seq_len) -> int:
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
+        raise LabkitError(f"seq_len must be a positive integer, got {seq_len!r}")
+    return seq_len
+
+
+def flops_breakdown(config, seq_len: int, *, training: bool = True, attn_implementation: str = "sdpa",
+                    gradient_checkpointing: bool = False) -> dict[str, float]:
+    """FLOPs per token by part: ``weights`` (6N or 2N), ``attention``, ``recompute`` and ``total``.
+
+    ``attn_implementation="eager"``: the full s x s scores -- exactly what ``FlopCounterMode``
+    counts on a forward + backward of a transformers model with eager attention. ``"sdpa"`` /
+    ``"flash_attention_2"``: the causal half that those kernels compute ((s + 1) / 2 keys per
+    query on average). ``training=False``: the forward pass only. ``gradient_checkpointing``:
+    adds one more forward of the decoder layers but their last matmul (training only)."""
+    seq_len = _check_seq_len(seq_len)
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise LabkitError(f"unknown attn_implementation {attn_implementation!r}; use one of "
+                          f"{', '.join(ATTN_IMPLEMENTATIONS)}")
+    if gradient_checkpointing and not training:
+        raise LabkitError("gradient_checkpointing only changes training FLOPs; pass training=True")
+    a, n = _arch(config), matmul_params(config)
+    keys = seq_len if attn_implementation == "eager" else (seq_len + 1) / 2
+    attention_forward = 4 * a.layers * a.heads * a.head_dim * keys          # QK^T and AV, 2 FLOPs each
+    passes = 3 if training else 1                                          # forward + backward (2x)
+    out = {"weights": 2 * passes * n["total"], "attention": passes * attention_forward,
+           "recompute": 0}
+    if gradient_checkpointing:     # each layer again, up to the input of down_proj (its last matmul)
+        gate_up = a.layers * 2 * a.hidden * a.intermediate
+        out["recompute"] = 2 * (n["attention"] + gate_up) + attention_forward
+    out["total"] = out["weights"] + out["attention"] + out["recompute"]
+    return out
+
+
+def flops_per_token(config, seq_len: int, *, training: bool = True, attn_implementation: str = "sdpa",
+                    gradient_checkpointing: bool = False) -> float:
+    """FLOPs one token costs in a step over sequences of ``seq_len`` tokens (see `flops_breakdown`):
+    6N + 12 L d s with eager attention in training -- the "6N rule" plus attention."""
+    return flops_breakdown(config, seq_len, training=training, attn_implementation=attn_implementation,
+                           gradient_checkpointing=gradient_checkpointing)["total"]
+
+
+def _check_rate(tokens_per_s, peak_flops) -> None:
+    for name, value in (("tokens_per_s", tokens_per_s), ("peak_flops", peak_flops)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise LabkitError(f"{name} must be a positive number, got {value!r}"
+                              + (" (FLOP/s, e.g. 989.4e12 for an H100's bf16)" if name == "peak_flops" else ""))
+
+
+def mfu(tokens_per_s: float, config, seq_len: int, peak_flops: float) -> float:
+    """Model-FLOPs utilisation of a training run (PaLM's definition): ``tokens/s x (6N + 12 L d s) / peak``.
+
+    The same numerator whichever attention kernel ran and whether layers were recomputed, so MFU
+    compares runs and hardware fairly; ``peak_flops`` in FLOP/s (`labkit.env.gpu_spec(...).bf16 * 1e12`)."""
+    _check_rate(tokens_per_s, peak_flops)
+    return tokens_per_s * flops_per_token(config, seq_len, training=True, attn_implementation="eager") / peak_flops
+
+
+def hfu(tokens_per_s: float, config, seq_len: int, peak_flops: float, *, attn_implementation: str = "sdpa",
+        gradient_checkpointing: bool = False) -> float:
+    """Hardware-FLOPs utilisation: what the chip actually computed (the causal half of attention
+    for sdpa, recomputed layers counted) per second, over its peak."""
+    _check_rate(tokens_per_s, peak_flops)
+    return tokens_per_s * flops_per_token(config, seq_len, training=True, attn_implementation=attn_implementation,
+                                          gradient_checkpointing=gradient_checkpointing) / peak_flops
+
+
+def step_seconds(config, batch_size: int, seq_len: int, peak_flops: float, utilisation: float) -> float:
+    """Seconds one training step of ``batch_size`` x ``seq_len`` tokens takes at a given MFU."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise LabkitError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(utilisation, bool) or not isinstance(utilisation, (int, float)) or not 0 < utilisation <= 1:
+        raise LabkitError(f"utilisation (MFU) must be in (0, 1], e.g. 0.4, got {utilisation!r}")
+    _check_rate(1.0, peak_flops)
+    tokens = batch_size * _check_seq_len(seq_len)
+    return tokens * flops_per_token(config, seq_len, training=True, attn_implementation="eager") / (
+        utilisation * peak_flops)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m labkit mfu``: FLOPs per token and the time of one step at a given MFU on a named GPU."""
+    from . import cli, env, memory
+
+    p = cli.parser("mfu", "FLOPs per token of a model and the time of one training step at a given MFU "
+                          "on a named GPU (peaks from the vendor sheets in labkit.env).", profile=False)
+    p.add_argument("--model", required=True, help="a Llama-family labkit model: " + ", ".join(memory.supported_models()))
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--seq-len", type=int, required=True)
+    p.add_argument("--gpu", default="H100-SXM", help="one of " + ", ".join(env.GPU_SPECS))
+    p.add_argument("--dtype", default="bf16", help="the peak to use: bf16, fp16, tf32 or fp32")
+    p.add_argument("--mfu", type=float, default=0.4, help="assumed model-FLOPs utilisation (default 0.4)")
+    p.add_argument("--attn", default="sdpa", help=", ".join(ATTN_IMPLEMENTATIONS))
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    args = p.parse_args(argv)
+    spec = env.GPU_SPECS.get(args.gpu)
+    if spec is None:
+        raise LabkitError(f"unknown GPU {args.gpu!r}; use one of {', '.join(env.GPU_SPECS)}")
+    if args.dtype not in ("bf16", "fp16", "tf32", "fp32") or spec.peak(args.dtype) is None:
+        raise LabkitError(f"{spec.name} has no {args.dtype!r} peak; use one of "
+                          f"{', '.join(d for d in ('bf16', 'fp16', 'tf32', 'fp32') if spec.peak(d))}")
+    peak = spec.peak(args.dtype) * 1e12
+    model_flops = flops_per_token(args.model, args.seq_len, attn_implementation="eager")
+    parts = flops_breakdown(args.model, args.seq_len, attn_implementation=args.attn,
+                            gradient_checkpointing=args.gradient_checkpointing)
+    seconds = step_seconds(args.model, args.batch_size, args.seq_len, peak, args.mfu)
+    tokens = args.batch_size * args.seq_len
+    out = {"model": args.model, "gpu": spec.name, "dtype": args.dtype, "peak_tflops": spec.peak(args.dtype),
+           "batch_size": args.batch_size, "seq_len": args.seq_len, "matmul_params": matmul_params(args.model)["total"],
+           "model_flops_per_token": model_flops, "hardware_flops_per_token": parts["total"],
+           "mfu": args.mfu, "step_seconds": seconds, "tokens_per_s": tokens / seconds,
+           "hfu": hfu(tokens / seconds, args.model, args.seq_len, peak, attn_implementation=args.attn,
+                      gradient_checkpointing=args.gradient_checkpointing)}
+    print(f"{args.model}: {out['matmul_params']:,} matmul parameters; {model_flops / 1e9:.3f} GFLOP per token "
+          f"(6N + 12·L·d·s at s = {args.seq_len}); with {args.attn} attention"
+          f"{' and gradient checkpointing' if args.gradient_checkpointing else ''} the chip computes "
+          f"{parts['total'] / 1e9:.3f} GFLOP per token")
+    print(f"{spec.name}, {args.dtype} peak {spec.peak(args.dtype):g} TFLOP/s, at MFU {args.mfu:.0%}: "
+          f"{seconds * 1e3:.1f} ms per step of {args.batch_size} x {args.seq_len} tokens, "
+          f"{out['tokens_per_s']:,.0f} tokens/s (hardware-FLOPs utilisation {out['hfu']:.0%})")
+    if args.json:
+        cli.emit_json(out)
+    return 0
