@@ -25,6 +25,7 @@ COMMANDS = {
     "cot": ("labkit.prompting", "main", "chain-of-thought strategies on held-out word problems (lab 08)"),
     "sft": ("labkit.sft", "main", "SFT formats: render an example's loss mask (lab 09)"),
     "mfu": ("labkit.flops", "main", "FLOPs per token and step time at a given MFU on a named GPU (lab 12)"),
+    "index": ("labkit.interview", "main", "build labs/INTERVIEW.md: each interview question and the cell answering it"),
 }
 
 
