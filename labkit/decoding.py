@@ -222,17 +222,36 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def forward_logits(model, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+def forward_logits(model, input_ids: torch.Tensor, cache: KVCache | None = None,
+                   attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of the LAST position for ``input_ids`` (the new tokens), using and filling ``cache``.
 
     Without a cache ``input_ids`` is the whole sequence (the prefix is recomputed); with one it
-    holds only the tokens not cached yet, whose positions continue where the cache ends."""
+    holds only the tokens not cached yet, whose positions continue where the cache ends.
+    ``attention_mask`` (batch, all tokens so far, 1 = token, 0 = left padding) lets prompts of
+    different lengths share a batch: padding keys are never attended to, and positions count
+    real tokens only (``position_ids``: the new tokens' positions; default from the mask, as
+    transformers computes them: cumsum - 1, 0 on padding)."""
     inner = _decoder(model)
     batch, new = input_ids.shape
     past = 0 if cache is None else cache.length
-    positions = torch.arange(past, past + new, device=input_ids.device).unsqueeze(0)
+    if position_ids is None:
+        if attention_mask is None:
+            position_ids = torch.arange(past, past + new, device=input_ids.device).unsqueeze(0)
+        else:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)[:, -new:]
+    mask = None
+    if attention_mask is not None:
+        keys = attention_mask.bool()[:, None, None, :]                       # (batch, 1, 1, past + new)
+        if new > 1:
+            causal = torch.ones(new, past + new, dtype=torch.bool, device=input_ids.device).tril(past)
+            # a query on padding sees no real key: let it see itself (its output is never used)
+            itself = torch.ones(new, past + new, dtype=torch.bool, device=input_ids.device).tril(past).triu(past)
+            mask = (causal & keys) | itself
+        else:
+            mask = keys
     x = inner.embed_tokens(input_ids)
-    cos, sin = inner.rotary_emb(x, position_ids=positions)
+    cos, sin = inner.rotary_emb(x, position_ids=position_ids)
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     for i, layer in enumerate(inner.layers):
         attn = layer.self_attn
@@ -246,11 +265,13 @@ def forward_logits(model, input_ids: torch.Tensor, cache: KVCache | None = None)
         groups = q.shape[1] // k.shape[1]                    # grouped-query attention
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        # prefill (several new tokens, nothing cached): causal; decode (one new token): sees all
-        causal = new > 1
-        if causal and past:
-            raise LabkitError("several new tokens after a filled cache are not supported; feed one at a time")
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=attn.scaling)
+        if mask is None:
+            # prefill (several new tokens, nothing cached): causal; decode (one new token): sees all
+            if new > 1 and past:
+                raise LabkitError("several new tokens after a filled cache need an attention_mask")
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=new > 1, scale=attn.scaling)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
         x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, new, -1))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     return model.lm_head(inner.norm(x[:, -1:, :]))[:, -1, :]
@@ -268,7 +289,8 @@ _apply_repetition_penalty = repetition_penalty
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *, do_sample: bool = False,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
              no_repeat_ngram_size: int = 0, eos_token_id=None, use_cache: bool = True,
-             generator: torch.Generator | None = None, pad_token_id: int | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, pad_token_id: int | None = None,
+             attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Greedy or sampled continuation of ``input_ids`` (batch, length): returns prompt + new tokens.
 
     The steps of ``transformers``' ``generate``, in its order: logits of the last position (in
@@ -279,7 +301,8 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *, do_sample: 
     ``model.generate`` with the same arguments when greedy; when sampling with the same global
     seed (``generator=None``) it draws the same tokens, since both call ``torch.multinomial`` once
     per step on the same probabilities. ``use_cache=False`` recomputes the whole prefix at every
-    step: the same tokens, much slower.
+    step: the same tokens, much slower. ``attention_mask`` (batch, length; 0 = left padding, as a
+    tokenizer with ``padding_side="left"`` returns it) batches prompts of different lengths.
     """
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
         raise LabkitError("input_ids must be an integer tensor of shape (batch, length); "
@@ -299,10 +322,21 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *, do_sample: 
     n_layers = len(_decoder(model).layers)
     ids = input_ids.to(model.lm_head.weight.device)
     cache = KVCache(n_layers) if use_cache else None
+    if attention_mask is not None:
+        if attention_mask.shape != ids.shape:
+            raise LabkitError(f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids "
+                              f"{tuple(ids.shape)}")
+        attention_mask = attention_mask.to(ids.device).long()
+        positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
     step_input = ids
     for _ in range(max_new_tokens):
-        logits = forward_logits(model, step_input, cache).float()
+        if attention_mask is None:
+            logits = forward_logits(model, step_input, cache)
+        else:
+            new_positions = positions[:, -step_input.shape[1]:]
+            logits = forward_logits(model, step_input, cache, attention_mask, new_positions)
+        logits = logits.float()
         if repetition_penalty != 1.0:
             logits = _apply_repetition_penalty(logits, ids, repetition_penalty)
         if no_repeat_ngram_size:
@@ -320,6 +354,9 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *, do_sample: 
         if eos:
             next_tokens = torch.where(unfinished, next_tokens, torch.full_like(next_tokens, pad))
         ids = torch.cat([ids, next_tokens[:, None]], dim=-1)
+        if attention_mask is not None:
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(ids.shape[0], 1)], dim=-1)
+            positions = torch.cat([positions, positions[:, -1:] + 1], dim=-1)
         if eos:
             unfinished &= ~torch.isin(next_tokens, torch.tensor(eos, device=ids.device))
             if not unfinished.any():

@@ -196,3 +196,22 @@ def test_generate_refuses_bad_input_in_one_line(gqa_model):
         decoding.generate(gqa_model, _prompts()[0], 5)
     with pytest.raises(LabkitError, match="Llama-family"):
         decoding.generate(torch.nn.Linear(2, 2), _prompts(), 5)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_left_padded_batch_equals_transformers(gqa_model, use_cache):
+    ids = _prompts(batch=3, length=7)
+    mask = torch.ones_like(ids)
+    mask[0, :3], mask[2, :5] = 0, 0                              # rows 0 and 2 are shorter prompts
+    ids = ids.masked_fill(mask == 0, 0)
+    ref = gqa_model.generate(ids, attention_mask=mask, max_new_tokens=15, do_sample=False, pad_token_id=0,
+                             eos_token_id=None)
+    ours = decoding.generate(gqa_model, ids, 15, attention_mask=mask, use_cache=use_cache)
+    assert torch.equal(ours, ref)
+    torch.manual_seed(11)
+    ref = gqa_model.generate(ids, attention_mask=mask, max_new_tokens=15, do_sample=True, top_k=0, top_p=0.9,
+                             pad_token_id=0, eos_token_id=None)
+    torch.manual_seed(11)
+    assert torch.equal(decoding.generate(gqa_model, ids, 15, attention_mask=mask, do_sample=True, top_p=0.9), ref)
+    with pytest.raises(LabkitError, match="shape of input_ids"):
+        decoding.generate(gqa_model, ids, 5, attention_mask=mask[:, 1:])
