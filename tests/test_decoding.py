@@ -215,3 +215,19 @@ def test_left_padded_batch_equals_transformers(gqa_model, use_cache):
     assert torch.equal(decoding.generate(gqa_model, ids, 15, attention_mask=mask, do_sample=True, top_p=0.9), ref)
     with pytest.raises(LabkitError, match="shape of input_ids"):
         decoding.generate(gqa_model, ids, 5, attention_mask=mask[:, 1:])
+
+
+def test_bench_quick_path_on_cpu(tmp_path):
+    """The GPU benchmark's code path, shrunk: every base decodes, the CSV reads back, no GPU file."""
+    from labkit import results
+    from labkit.bench import decode as bench
+
+    out = tmp_path / "decode.csv"
+    assert bench.main(["--quick", "--device", "cpu", "--out", str(out)]) == 0
+    meta, rows = results.read_csv(out)
+    assert [(r["base"], r["batch"]) for r in rows] == [(b, n) for b in bench.BASES for n in bench.QUICK["batches"]]
+    assert all(r["decode_tokens_per_s"] > 0 and r["weight_gb"] > 0 for r in rows)
+    by = {r["base"]: r["weight_gb"] for r in rows}
+    assert by["nf4"] < by["int8"] < by["bf16"]
+    with pytest.raises(LabkitError, match="_gpu.csv"):
+        bench.main(["--quick", "--device", "cpu", "--out", str(tmp_path / "decode_gpu.csv")])
