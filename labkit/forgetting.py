@@ -7,13 +7,20 @@ usual advice names, on the lab's own model, with the one shared training loop:
 * **probes** -- `evaluate(model, tokenizer)`: held-out general-corpus loss,
   recall of the 150 fictional FACTS the general corpus teaches, held-out
   domain-corpus loss, and recall of the 80 DOMAIN_FACTS (the domain "task");
+  on lab-tiny also the general loss over the general vocabulary only and the
+  probability mass the model puts outside it (`vocab_probe`: an output-prior
+  shift is not lost ability); on a real model (smollm2-135m) real-world facts
+  it knew before (`world_fact_candidates` filtered by `known_facts`) and real
+  English text (`english_nll`);
 * **replay** -- `mix(domain, general, ratio)`: put general documents back into
   the fine-tuning data (ratio = general : domain);
 * **curriculum** -- `curriculum_batches`: the general share of each batch
   decays over training (start broad, end specialised);
 * **EWC** -- `fisher_diagonal` + `EWC`: a quadratic pull towards the pretrained
   weights, weighted by how much the general data cares about each weight,
-  plugged into `labkit.train.train(extra_loss=...)`;
+  plugged into `labkit.train.train(extra_loss=...)`; its control ``l2`` is the
+  same pull with every weight equally stiff (`uniform_fisher`: the Fisher's mean
+  everywhere, so the same total stiffness);
 * **LoRA** -- `labkit.lora.inject_lora`: train a low-rank update, not the weights
   (``lora``: adapters on every linear layer *plus* the embedding and output rows
   of the tokens general text never uses, which no adapter on the linear layers
@@ -24,7 +31,7 @@ usual advice names, on the lab's own model, with the one shared training loop:
   all run the same code.
 
 Strategy names: ``full_ft``, ``replay_<g>_<d>`` (e.g. ``replay_1_5``),
-``lr_<value>`` (e.g. ``lr_3e-4``), ``ewc`` / ``ewc_<lambda>``, ``lora``, ``lora_adapters``,
+``lr_<value>`` (e.g. ``lr_3e-4``), ``ewc`` / ``ewc_<lambda>``, ``l2`` / ``l2_<lambda>``, ``lora``, ``lora_adapters``,
 ``curriculum``, ``sft_chat`` (chat instructions instead of the domain corpus).
 """
 from __future__ import annotations
@@ -43,11 +50,13 @@ import torch
 from . import data, env, lora, train
 from .errors import LabkitError
 
-__all__ = ["Probes", "make_probes", "fact_recall", "evaluate", "mix", "parse_ratio", "curriculum_batches",
+__all__ = ["Probes", "make_probes", "fact_hits", "fact_recall", "world_fact_candidates", "known_facts", "english_nll",
+           "general_vocab_loss", "vocab_probe", "uniform_fisher", "evaluate", "mix", "parse_ratio", "curriculum_batches",
            "fisher_diagonal", "ewc_penalty", "EWC", "train_token_rows", "Sizes", "sizes", "Lab", "setup", "parse_strategy",
            "run_strategy", "compare", "default_strategies", "at_matched_domain_loss", "frontier_point", "main"]
 
-PROBE_KEYS = ("general_loss", "domain_loss", "fact_recall", "domain_acc", "sft_loss")
+PROBE_KEYS = ("general_loss", "domain_loss", "fact_recall", "domain_acc", "sft_loss", "general_loss_gv",
+              "outside_mass", "english_nll")
 
 
 # ---------------------------------------------------------------------------
@@ -61,22 +70,30 @@ class Probes:
     facts: list[tuple[str, str]]        # (prompt, answer) cloze probes of general knowledge
     domain_facts: list[tuple[str, str]]  # (prompt, answer) cloze probes of the domain
     sft: list[dict] = field(default_factory=list)  # held-out chat instructions (loss on answers only)
+    fact_suffix: str = "."              # what must follow the answer (lab-tiny: "."; a real model: "")
+    english: list[str] = field(default_factory=list)  # real English paragraphs (`english_nll`)
+    general_vocab: torch.Tensor | None = None  # token ids the general corpus uses (`vocab_probe`)
 
 
 def make_probes(tokenizer, n_windows: int = 32, seq_len: int = 128, n_facts: int | None = None,
-                n_sft: int = 64, device: str | torch.device = "cpu") -> Probes:
+                n_sft: int = 64, device: str | torch.device = "cpu", facts: list | None = None,
+                fact_suffix: str = ".", english: list[str] | None = None,
+                general_vocab: torch.Tensor | None = None, domain_facts: bool = True) -> Probes:
     """Build the probe sets from the committed held-out files (data/corpora/*_test).
 
     ``n_facts`` keeps every k-th fact so a subset still covers all relations (None: all 150).
+    ``facts`` replaces the fictional general facts (a real model: `known_facts`), ``english``
+    adds real English paragraphs, ``general_vocab`` the general-vocabulary probe.
     """
     if n_windows < 1 or seq_len < 2:
         raise LabkitError("make_probes needs n_windows >= 1 and seq_len >= 2")
-    facts, dfacts = data.fact_probes(), data.domain_probes()
+    dfacts = data.domain_probes() if domain_facts else []
+    facts = data.fact_probes() if facts is None else [tuple(f[:2]) for f in facts]
     if n_facts is not None:
         if n_facts < 1:
             raise LabkitError("n_facts must be at least 1 (or None for all)")
         facts = facts[:: max(1, len(facts) // n_facts)][:n_facts]
-        dfacts = dfacts[:: max(1, len(dfacts) // n_facts)][:n_facts]
+        dfacts = dfacts[:: max(1, len(dfacts) // n_facts)][:n_facts] if dfacts else []
 
     def windows(name):
         tokens = train.pack_documents(tokenizer, data.load(name, "test"))
@@ -84,33 +101,58 @@ def make_probes(tokenizer, n_windows: int = 32, seq_len: int = 128, n_facts: int
                                   device=device)
 
     sft_items = data.load("instructions", "test")[:n_sft]
-    sft = lora.instruction_eval_batches(tokenizer, sft_items, batch_size=32, device=device) if n_sft else []
-    return Probes(windows("general"), windows("domain"), facts, dfacts, sft)
+    sft = chat_eval_batches(tokenizer, sft_items, device=device) if n_sft else []
+    return Probes(windows("general"), windows("domain"), facts, dfacts, sft, fact_suffix, list(english or []),
+                  general_vocab)
+
+
+def chat_eval_batches(tokenizer, items: list[dict], batch_size: int = 32, device: str | torch.device = "cpu") -> list[dict]:
+    """Held-out chat instructions in the tokenizer's own chat template, loss on the answers only.
+
+    The lab tokenizer goes through `labkit.sft` (its ``<|assistant|>`` markers); another model
+    (SmolLM2) through its own template: the prompt turn unlabelled, then the response and the
+    end-of-turn token labelled.
+    """
+    from . import sft as sft_mod
+
+    if "<|assistant|>" in tokenizer.get_vocab():
+        return lora.instruction_eval_batches(tokenizer, items, batch_size=batch_size, device=device)
+    rows = []
+    for it in items:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": it["prompt"]}], tokenize=False,
+                                               add_generation_prompt=True)
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        a = tokenizer(it["response"] + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]
+        rows.append({"input_ids": p + a, "attention_mask": [1] * (len(p) + len(a)), "labels": [-100] * len(p) + a})
+    return sft_mod.eval_batches(rows, batch_size, tokenizer.pad_token_id, device=device)
 
 
 @torch.no_grad()
-def fact_recall(model, tokenizer, probes: list[tuple[str, str]], batch_size: int = 64) -> float:
-    """Fraction of (prompt, answer) probes the model completes greedily with `` answer.``
+def fact_hits(model, tokenizer, probes: list[tuple[str, str]], batch_size: int = 64, suffix: str = ".",
+              add_bos: bool = True) -> list[bool]:
+    """Per (prompt, answer) probe: does the model complete it greedily with `` <answer><suffix>``?
 
     Exact match, computed with teacher forcing in one batched forward pass: a probe
-    counts if the argmax at every position of `` <answer>.`` is that token. That is
+    counts if the argmax at every position of `` <answer><suffix>`` is that token. That is
     the same test as greedy decoding (greedy reproduces the answer iff each of its
-    tokens is the argmax given the correct prefix), hundreds of times faster.
+    tokens is the argmax given the correct prefix), hundreds of times faster (lab 06, section 4).
+    Per-item verdicts, so two models can be compared on the same probes (`labkit.stats.mcnemar`).
+    ``add_bos=False`` for a chat model whose "bos" is a chat marker (SmolLM2's ``<|im_start|>``).
     """
     if not probes:
-        raise LabkitError("fact_recall needs at least one (prompt, answer) probe")
+        raise LabkitError("fact_hits needs at least one (prompt, answer) probe")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and add_bos else []
     rows = []
     for prompt, answer in probes:
         p = bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        full = bos + tokenizer(f"{prompt} {answer}.", add_special_tokens=False)["input_ids"]
+        full = bos + tokenizer(f"{prompt} {answer}{suffix}", add_special_tokens=False)["input_ids"]
         if full[: len(p)] != p:  # the tokenizer merged across the boundary: compare on the full text only
             p = p[:-1]
         rows.append((full, len(p)))
-    hits = 0
+    hits = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for i in range(0, len(rows), batch_size):
         chunk = rows[i:i + batch_size]
@@ -122,9 +164,177 @@ def fact_recall(model, tokenizer, probes: list[tuple[str, str]], batch_size: int
         pred = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.argmax(-1).cpu()
         for j, (f, n_prompt) in enumerate(chunk):
             target = torch.tensor(f[n_prompt:])
-            hits += bool((pred[j, n_prompt - 1: len(f) - 1] == target).all())
+            hits.append(bool((pred[j, n_prompt - 1: len(f) - 1] == target).all()))
     model.train(was_training)
-    return hits / len(probes)
+    return hits
+
+
+def fact_recall(model, tokenizer, probes: list[tuple[str, str]], batch_size: int = 64, suffix: str = ".",
+                add_bos: bool = True) -> float:
+    """Fraction of (prompt, answer) probes the model completes greedily with `` answer.`` (`fact_hits`)."""
+    hits = fact_hits(model, tokenizer, probes, batch_size, suffix, add_bos)
+    return sum(hits) / len(hits)
+
+
+# ---------------------------------------------------------------------------
+# Real-world facts for a real model (smollm2-135m)
+# ---------------------------------------------------------------------------
+# Common general knowledge written for this lab (no download, no data set): capitals, languages,
+# continents, currencies, the calendar, opposites, plurals, young animals, colours and the solar
+# system. Each line is "subject answer"; the answer is the last word.
+_WORLD = {
+    "The capital of {} is": """France Paris; Germany Berlin; Italy Rome; Spain Madrid; Japan Tokyo; China Beijing;
+        Russia Moscow; England London; Egypt Cairo; Greece Athens; Portugal Lisbon; Austria Vienna; Poland Warsaw;
+        Ireland Dublin; Norway Oslo; Sweden Stockholm; Finland Helsinki; Denmark Copenhagen; Hungary Budapest;
+        Belgium Brussels; the Netherlands Amsterdam; Switzerland Bern; Canada Ottawa; Peru Lima; Chile Santiago;
+        Cuba Havana; Kenya Nairobi; Turkey Ankara; Iran Tehran; Iraq Baghdad; Syria Damascus; Thailand Bangkok;
+        Vietnam Hanoi; South Korea Seoul; North Korea Pyongyang; Indonesia Jakarta; the Philippines Manila;
+        Australia Canberra; New Zealand Wellington; Ukraine Kyiv; Romania Bucharest; Bulgaria Sofia; Serbia Belgrade;
+        Croatia Zagreb; the Czech Republic Prague; Scotland Edinburgh; Wales Cardiff; Iceland Reykjavik;
+        Afghanistan Kabul; Lebanon Beirut; Nepal Kathmandu; Bangladesh Dhaka; Venezuela Caracas; Ghana Accra;
+        Qatar Doha; Estonia Tallinn; Latvia Riga; Lithuania Vilnius; Slovakia Bratislava; Albania Tirana;
+        Libya Tripoli; Tunisia Tunis; Algeria Algiers; Sudan Khartoum; Uganda Kampala; Jamaica Kingston;
+        Uruguay Montevideo; Ecuador Quito; Taiwan Taipei; Armenia Yerevan; Georgia Tbilisi; Belarus Minsk;
+        Cyprus Nicosia; Malta Valletta; Pakistan Islamabad; Morocco Rabat; Nigeria Abuja; Senegal Dakar""",
+    "The official language of {} is": """France French; Germany German; Italy Italian; Spain Spanish;
+        Japan Japanese; Russia Russian; Portugal Portuguese; Brazil Portuguese; Greece Greek; Poland Polish;
+        Sweden Swedish; Norway Norwegian; Finland Finnish; Denmark Danish; the Netherlands Dutch; Turkey Turkish;
+        South Korea Korean; Vietnam Vietnamese; Thailand Thai; Mexico Spanish; Argentina Spanish; Hungary Hungarian;
+        Ukraine Ukrainian; Egypt Arabic; Israel Hebrew; England English; Romania Romanian; Indonesia Indonesian;
+        Austria German; Chile Spanish; Peru Spanish; Colombia Spanish; Cuba Spanish; Iran Persian; Pakistan Urdu;
+        Bulgaria Bulgarian; Serbia Serbian; Croatia Croatian; the Czech Republic Czech; Slovakia Slovak;
+        Estonia Estonian; Latvia Latvian; Lithuania Lithuanian; Iceland Icelandic; Albania Albanian;
+        Georgia Georgian; Armenia Armenian; Saudi Arabia Arabic; Iraq Arabic; Morocco Arabic; Venezuela Spanish""",
+    "{} is the capital of": """Paris France; Berlin Germany; Rome Italy; Madrid Spain; Tokyo Japan; Beijing China;
+        Moscow Russia; London England; Cairo Egypt; Athens Greece; Lisbon Portugal; Vienna Austria; Warsaw Poland;
+        Dublin Ireland; Oslo Norway; Stockholm Sweden; Helsinki Finland; Copenhagen Denmark; Budapest Hungary;
+        Brussels Belgium; Ottawa Canada; Lima Peru; Santiago Chile; Havana Cuba; Nairobi Kenya;
+        Ankara Turkey; Tehran Iran; Baghdad Iraq; Damascus Syria; Bangkok Thailand; Hanoi Vietnam; 
+        Jakarta Indonesia; Canberra Australia; Kyiv Ukraine; Bucharest Romania;
+        Sofia Bulgaria; Belgrade Serbia; Zagreb Croatia; Edinburgh Scotland; Cardiff Wales;
+        Reykjavik Iceland; Kabul Afghanistan; Beirut Lebanon; Kathmandu Nepal; Dhaka Bangladesh; Caracas Venezuela;
+        Accra Ghana; Doha Qatar; Riga Latvia; Vilnius Lithuania; Tirana Albania; Tripoli Libya; Algiers Algeria;
+        Khartoum Sudan; Kampala Uganda; Montevideo Uruguay; Quito Ecuador; Taipei Taiwan; Yerevan Armenia;
+        Tbilisi Georgia; Minsk Belarus; Islamabad Pakistan; Rabat Morocco; Abuja Nigeria; Dakar Senegal""",
+    "{} is a country in": """France Europe; Germany Europe; Kenya Africa; Nigeria Africa; Egypt Africa; Japan Asia;
+        China Asia; India Asia; Italy Europe; Ghana Africa; Thailand Asia; Spain Europe; Vietnam Asia;
+        Ethiopia Africa; Poland Europe; Mongolia Asia; Morocco Africa; Norway Europe""",
+    "The currency of {} is the": """Japan yen; the United States dollar; India rupee; Russia ruble; China yuan;
+        the United Kingdom pound; Mexico peso; South Korea won; Switzerland franc; Turkey lira""",
+    "The day after {} is": """Monday Tuesday; Tuesday Wednesday; Wednesday Thursday; Thursday Friday; Friday Saturday;
+        Saturday Sunday; Sunday Monday""",
+    "The month after {} is": """January February; February March; March April; April May; May June; June July;
+        July August; August September; September October; October November; November December; December January""",
+    "The opposite of {} is": """hot cold; up down; day night; fast slow; wet dry; early late; full empty; left right;
+        rich poor; happy sad; loud quiet; inside outside; above below; before after; first last; strong weak;
+        thick thin; easy hard; clean dirty; north south; east west; summer winter; big small; old young;
+        light dark; tall short; open closed; good bad; black white; love hate""",
+    "The plural of {} is": """mouse mice; child children; man men; woman women; tooth teeth; foot feet; goose geese;
+        person people; knife knives; leaf leaves; box boxes; city cities; baby babies; wolf wolves; ox oxen""",
+    "A baby {} is called a": """dog puppy; cat kitten; cow calf; sheep lamb; horse foal; goat kid; frog tadpole;
+        kangaroo joey; duck duckling; bear cub; swan cygnet; pig piglet; goose gosling""",
+    "The colour of {} is": """grass green; snow white; the sky blue; coal black; a banana yellow; blood red;
+        an orange orange; a lemon yellow; milk white; a tomato red""",
+    "{} is the": """Mercury smallest; Jupiter largest""",
+    "The planet closest to the Sun is": """- Mercury""",
+    "The largest planet in the solar system is": """- Jupiter""",
+    "The Red Planet is": """- Mars""",
+    "The chemical symbol for {} is": """gold Au; silver Ag; iron Fe; oxygen O; hydrogen H; carbon C; sodium Na;
+        helium He""",
+}
+
+
+def world_fact_candidates() -> list[tuple[str, str, str]]:
+    """(prompt, answer, kind) candidates of real-world knowledge, in a fixed order (>= 150).
+
+    Not every one is something a 135M model knows: `known_facts` keeps those a given model
+    completes correctly *before* fine-tuning, so that a later miss is a fact it forgot (lab 06,
+    section 12). Written for this lab from common knowledge; none of them appears in the lab's
+    general corpus, which is about fictional places (so replay of that corpus cannot rehearse them).
+    """
+    out = []
+    for template, rows in _WORLD.items():
+        kind = template.split("{}")[0].strip().lower() or template.split("{}")[-1].strip().lower()
+        for row in " ".join(rows.split()).split(";"):
+            *subject, answer = row.split()
+            subject = " ".join(subject)
+            prompt = template if subject == "-" else template.format(subject)
+            prompt = prompt[0].upper() + prompt[1:]
+            out.append((prompt, answer, kind.replace(" {}", "")))
+    return out
+
+
+def known_facts(model, tokenizer, candidates: list[tuple] | None = None, suffix: str = "",
+                add_bos: bool = False) -> list[tuple[str, str]]:
+    """The (prompt, answer) candidates ``model`` completes correctly now (greedy, `fact_hits`).
+
+    Measure forgetting on these: each was answered correctly before fine-tuning, so recall starts
+    at 100% by construction and every later miss is a fact the model lost.
+    """
+    candidates = world_fact_candidates() if candidates is None else candidates
+    pairs = [tuple(c[:2]) for c in candidates]
+    hits = fact_hits(model, tokenizer, pairs, suffix=suffix, add_bos=add_bos)
+    return [p for p, h in zip(pairs, hits) if h]
+
+
+def english_nll(model, tokenizer, texts: list[str]) -> float:
+    """Mean NLL per token (nats) on real English paragraphs (`labkit.perplexity`; exp() = perplexity)."""
+    from . import perplexity
+
+    return perplexity.perplexity(model, tokenizer, texts)["nll"]
+
+
+# ---------------------------------------------------------------------------
+# Output-prior shift vs lost ability: the general-vocabulary loss
+# ---------------------------------------------------------------------------
+def general_vocab_loss(logits: torch.Tensor, labels: torch.Tensor, vocab: torch.Tensor) -> torch.Tensor:
+    """Next-token loss with the softmax restricted to ``vocab`` (the token ids general text uses).
+
+    Fine-tuning on a domain raises the probability of the domain's own words everywhere. On
+    general text that alone raises the loss, even if the model still ranks the general words
+    exactly as before. Renormalising over the general vocabulary removes that prior shift:
+    what is left is lost ability (lab 06, section 5). ``logits`` (batch, seq, V) predict
+    ``labels`` shifted by one, as Hugging Face's loss; positions labelled -100 and labels
+    outside ``vocab`` are an error only if none remain. Returns the token-weighted mean.
+    """
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    keep[vocab.to(logits.device)] = True
+    valid = labels != -100
+    if not valid.any():
+        raise LabkitError("general_vocab_loss: no labelled positions")
+    if not keep[labels[valid]].all():
+        raise LabkitError("general_vocab_loss: a label lies outside the vocabulary; build it from the same text")
+    masked = logits.masked_fill(~keep, float("-inf"))
+    logp = torch.log_softmax(masked, dim=-1)
+    nll = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return nll[valid].mean()
+
+
+@torch.no_grad()
+def vocab_probe(model, batches: list[dict], vocab: torch.Tensor) -> dict:
+    """On fixed batches: ``loss`` (full vocabulary), ``loss_gv`` (`general_vocab_loss`) and
+    ``outside_mass``, the mean probability the model puts on tokens outside ``vocab``."""
+    was_training = model.training
+    model.eval()
+    keep = None
+    tot = {"loss": 0.0, "loss_gv": 0.0, "outside_mass": 0.0}
+    count = 0
+    for b in batches:
+        logits = model(input_ids=b["input_ids"]).logits.float()
+        if keep is None:
+            keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+            keep[vocab.to(logits.device)] = True
+        labels = b["labels"]
+        n = int((labels[:, 1:] != -100).sum())
+        lp = torch.log_softmax(logits[:, :-1], -1)
+        valid = labels[:, 1:] != -100
+        tot["loss"] += float(-lp.gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)[valid].sum())
+        tot["loss_gv"] += float(general_vocab_loss(logits, labels, vocab)) * n
+        tot["outside_mass"] += float(lp.exp()[..., ~keep].sum(-1)[valid].sum())
+        count += n
+    model.train(was_training)
+    return {k: v / max(count, 1) for k, v in tot.items()}
 
 
 _DEFAULT_PROBES: dict = {}
@@ -132,8 +342,9 @@ _DEFAULT_PROBES: dict = {}
 
 def evaluate(model, tokenizer, probes: Probes | None = None) -> dict:
     """Every probe of one model: ``general_loss``, ``domain_loss`` (nats/token, held out),
-    ``fact_recall`` (general FACTS), ``domain_acc`` (DOMAIN_FACTS), ``sft_loss``
-    (held-out chat answers; only if the probes have them).
+    ``fact_recall`` (general FACTS, or the real facts the probes hold), ``domain_acc``
+    (DOMAIN_FACTS), ``sft_loss`` (held-out chat answers), ``general_loss_gv`` and
+    ``outside_mass`` (`vocab_probe`), ``english_nll`` -- each only if the probes have it.
 
     Without ``probes``, the profile's default sets are built once and reused.
     """
@@ -147,11 +358,18 @@ def evaluate(model, tokenizer, probes: Probes | None = None) -> dict:
     out = {
         "general_loss": train.evaluate_loss(model, probes.general),
         "domain_loss": train.evaluate_loss(model, probes.domain),
-        "fact_recall": fact_recall(model, tokenizer, probes.facts),
-        "domain_acc": fact_recall(model, tokenizer, probes.domain_facts),
+        "fact_recall": fact_recall(model, tokenizer, probes.facts, suffix=probes.fact_suffix,
+                                   add_bos=probes.fact_suffix == "."),
     }
+    if probes.domain_facts:
+        out["domain_acc"] = fact_recall(model, tokenizer, probes.domain_facts)
     if probes.sft:
         out["sft_loss"] = train.evaluate_loss(model, probes.sft)
+    if probes.general_vocab is not None:
+        v = vocab_probe(model, probes.general, probes.general_vocab)
+        out["general_loss_gv"], out["outside_mass"] = v["loss_gv"], v["outside_mass"]
+    if probes.english:
+        out["english_nll"] = english_nll(model, tokenizer, probes.english)
     return out
 
 
@@ -232,13 +450,19 @@ def curriculum_batches(domain_tokens: torch.Tensor, general_tokens: torch.Tensor
 # ---------------------------------------------------------------------------
 # EWC: elastic weight consolidation (Kirkpatrick et al., 2017)
 # ---------------------------------------------------------------------------
-def fisher_diagonal(model, batches, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Diagonal empirical Fisher: ``F_i = mean over batches of (dL/dθ_i)²``.
+def fisher_diagonal(model, batches, names: list[str] | None = None, per_token: bool = False) -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher: ``F_i = mean over batches of (dL/dθ_i)²`` (lab 06, section 4).
 
     Each batch contributes its squared gradient, so pass batches of ONE sequence for
     the per-sequence Fisher (a batch's mean gradient squared is smaller). "Empirical":
     the labels are the data's, not samples from the model. Returns fp32 tensors keyed
     by parameter name (``names``: default every parameter that requires grad).
+
+    Scale: L is the *mean* loss over the sequence's T tokens, so if token gradients were
+    uncorrelated, F would be the per-token Fisher divided by T. ``per_token=True`` measures
+    the per-token Fisher itself (one backward pass per predicted token of ``input_ids``: slow,
+    for a few sequences): the Fisher of the loss EWC's derivation assumes, where λ reads as
+    "general tokens' weight relative to domain tokens" (section 8).
     """
     batches = list(batches)
     if not batches:
@@ -249,15 +473,41 @@ def fisher_diagonal(model, batches, names: list[str] | None = None) -> dict[str,
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     was_training = model.training
     model.eval()  # no dropout: the Fisher of the deterministic model
+    count = 0
     for batch in batches:
         model.zero_grad(set_to_none=True)
-        model(**batch).loss.backward()
-        for n, p in params.items():
-            if p.grad is not None:
-                fisher[n] += p.grad.detach().float() ** 2
+        if not per_token:
+            model(**batch).loss.backward()
+            for n, p in params.items():
+                if p.grad is not None:
+                    fisher[n] += p.grad.detach().float() ** 2
+            count += 1
+            continue
+        ids = batch["input_ids"]
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                                   reduction="none")
+        for t in range(losses.numel()):
+            grads = torch.autograd.grad(losses[t], list(params.values()), retain_graph=t + 1 < losses.numel(),
+                                        allow_unused=True)
+            for n, g in zip(params, grads):
+                if g is not None:
+                    fisher[n] += g.detach().float() ** 2
+        count += losses.numel()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
-    return {n: f / len(batches) for n, f in fisher.items()}
+    return {n: f / count for n, f in fisher.items()}
+
+
+def uniform_fisher(fisher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every entry replaced by the Fisher's overall mean: the same total stiffness (trace),
+    spread evenly. EWC with it is plain L2 towards θ* -- the control that shows what the
+    Fisher's *weighting* adds (lab 06, section 8)."""
+    total = sum(float(f.double().sum()) for f in fisher.values())
+    n = sum(f.numel() for f in fisher.values())
+    if n == 0:
+        raise LabkitError("uniform_fisher needs a non-empty Fisher")
+    return {k: torch.full_like(f, total / n) for k, f in fisher.items()}
 
 
 def ewc_penalty(model, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor], lam: float) -> torch.Tensor:
@@ -306,7 +556,7 @@ class Sizes:
     n_facts: int | None = None   # fact-probe subset (None: all 150)
     n_sft: int = 64
     fisher_windows: int = 64
-    ewc_lambda: float = 1e6      # the Fisher of a 4.5M model on mean-token loss is small: trace ~1
+    ewc_lambda: float = 1e6      # on the per-sequence Fisher of the mean-token loss; lab 06 section 8 on its scale
     curriculum_start: float = 1 / 3  # general share at step 0, decaying linearly to 0
     seed: int = 0
 
@@ -317,7 +567,7 @@ def sizes(profile: str | None = None, **overrides) -> Sizes:
     base = {
         "smoke": Sizes(steps=16, batch_size=4, seq_len=64, warmup=2, curve_every=8, eval_windows=16,
                        n_facts=30, n_sft=16, fisher_windows=8),
-        "cpu": Sizes(steps=80, batch_size=8, seq_len=128, warmup=4, curve_every=16, eval_windows=48,
+        "cpu": Sizes(steps=48, batch_size=8, seq_len=128, warmup=4, curve_every=8, eval_windows=48,
                      fisher_windows=48),
         "full": Sizes(steps=600, batch_size=16, seq_len=256, warmup=20, curve_every=30, eval_windows=256,
                       fisher_windows=256, n_sft=256),
@@ -379,9 +629,16 @@ def train_token_rows(model, token_ids: torch.Tensor) -> int:
     return sum(len(token_ids) * w.shape[1] for w in weights.values())
 
 
-def setup(model=None, tokenizer=None, profile: str | None = None, device=None, **overrides) -> Lab:
+def setup(model=None, tokenizer=None, profile: str | None = None, device=None, *, facts: list | None = None,
+          fact_suffix: str = ".", english: list[str] | None = None, vocab_probe: bool = True, domain_facts: bool = True,
+          **overrides) -> Lab:
     """Load the base model (``labkit.models.load()``: lab-tiny, or ``LABKIT_MODEL``), the data
-    and the probes, and measure the base once."""
+    and the probes, and measure the base once.
+
+    A real model (smollm2-135m) passes ``facts=known_facts(...)``, ``fact_suffix=""``,
+    ``english=perplexity.real_english()`` and ``vocab_probe=False`` (its vocabulary is not the
+    lab corpus's). ``vocab_probe``: add `general_vocab_loss` / outside mass to the probes.
+    """
     from . import models
 
     s = sizes(profile, **overrides)
@@ -391,17 +648,22 @@ def setup(model=None, tokenizer=None, profile: str | None = None, device=None, *
     elif tokenizer is None:
         raise LabkitError("setup(model=...) needs the model's tokenizer too")
     model.to(device).eval()
-    probes = make_probes(tokenizer, s.eval_windows, s.eval_seq_len, s.n_facts, s.n_sft, device=device)
     domain_docs, general_docs = data.load("domain", "train"), data.load("general", "train")
+    general_tokens = train.pack_documents(tokenizer, general_docs)
+    vocab = None
+    if vocab_probe:
+        vocab = torch.unique(torch.cat([general_tokens, train.pack_documents(tokenizer, data.load("general", "test"))]))
+    probes = make_probes(tokenizer, s.eval_windows, s.eval_seq_len, s.n_facts, s.n_sft, device=device, facts=facts,
+                         fact_suffix=fact_suffix, english=english, general_vocab=vocab, domain_facts=domain_facts)
     return Lab(base=model, tokenizer=tokenizer, sizes=s, probes=probes, domain_docs=domain_docs,
                general_docs=general_docs, domain_tokens=train.pack_documents(tokenizer, domain_docs),
-               general_tokens=train.pack_documents(tokenizer, general_docs),
+               general_tokens=general_tokens,
                sft_items=data.load("instructions", "train"), base_probes=evaluate(model, tokenizer, probes),
                device=device)
 
 
-_NAME = re.compile(r"^(full_ft|lora|lora_adapters|curriculum|sft_chat|ewc|replay_(\d+)_(\d+)|lr_([0-9.]+(?:e-?\d+)?)|"
-                   r"ewc_([0-9.]+(?:e\d+)?))$")
+_NAME = re.compile(r"^(full_ft|lora|lora_adapters|curriculum|sft_chat|ewc|l2|replay_(\d+)_(\d+)|lr_([0-9.]+(?:e-?\d+)?)|"
+                   r"ewc_([0-9.]+(?:e\d+)?)|l2_([0-9.]+(?:e\d+)?))$")
 
 
 def parse_strategy(name: str) -> dict:
@@ -409,7 +671,8 @@ def parse_strategy(name: str) -> dict:
     m = _NAME.match(name) if isinstance(name, str) else None
     if not m:
         raise LabkitError(f"unknown strategy {name!r}; use full_ft, replay_<g>_<d> (e.g. replay_1_5), "
-                          "lr_<value> (e.g. lr_3e-4), ewc, ewc_<lambda>, lora, lora_adapters, curriculum or sft_chat")
+                          "lr_<value> (e.g. lr_3e-4), ewc, ewc_<lambda>, l2, l2_<lambda>, lora, lora_adapters, "
+                          "curriculum or sft_chat")
     if m.group(2):
         if int(m.group(3)) == 0:
             raise LabkitError(f"{name}: the domain part of a replay ratio must be positive")
@@ -421,6 +684,8 @@ def parse_strategy(name: str) -> dict:
         return {"kind": "lr", "lr": lr}
     if m.group(5):
         return {"kind": "ewc", "lam": float(m.group(5))}
+    if m.group(6):
+        return {"kind": "l2", "lam": float(m.group(6))}
     return {"kind": name}
 
 
@@ -458,6 +723,8 @@ def run_strategy(name: str, lab: Lab, *, seed: int | None = None, steps: int | N
         lr = spec["lr"]
     elif kind == "ewc":
         extra = EWC(model, lab.fisher(), spec.get("lam", s.ewc_lambda))
+    elif kind == "l2":   # the same spring, every weight equally stiff (same trace as the Fisher)
+        extra = EWC(model, uniform_fisher(lab.fisher()), spec.get("lam", s.ewc_lambda))
     elif kind in ("lora", "lora_adapters"):
         lora.inject_lora(model, r=s.lora_r, alpha=2 * s.lora_r, target_modules="all-linear")
         if kind == "lora":  # + the rows of the tokens pretraining never trained (see train_token_rows)
@@ -488,7 +755,7 @@ def run_strategy(name: str, lab: Lab, *, seed: int | None = None, steps: int | N
     out = {**final, "steps": steps, "lr": lr, "seed": seed, "seconds": round(seconds, 2),
            "trainable": trainable,
            "train_loss": hist.loss[-1], "curve": curve}
-    if kind == "ewc":
+    if kind in ("ewc", "l2"):
         out["ewc_lambda"] = extra.lam
     if keep_model:
         out["model"] = model
@@ -496,9 +763,9 @@ def run_strategy(name: str, lab: Lab, *, seed: int | None = None, steps: int | N
 
 
 def default_strategies(sizes_: Sizes) -> list[str]:
-    """The comparison the CLI runs: full FT, three replay ratios, a 10x lower LR, EWC, LoRA,
+    """The comparison the CLI runs: full FT, three replay ratios, a 10x lower LR, EWC and its L2 control, LoRA,
     curriculum and chat SFT."""
-    return ["full_ft", "replay_1_10", "replay_1_5", "replay_1_1", f"lr_{sizes_.lr / 10:g}", "ewc", "lora",
+    return ["full_ft", "replay_1_10", "replay_1_5", "replay_1_1", f"lr_{sizes_.lr / 10:g}", "ewc", "l2", "lora",
             "curriculum", "sft_chat"]
 
 
@@ -545,7 +812,7 @@ def main(argv: list[str]) -> int:
 
     p = cli.parser("forgetting", "domain fine-tuning vs general ability: full FT and every mitigation (lab 06)")
     p.add_argument("--strategies", nargs="+", default=None,
-                   help="strategy names (default: full_ft replay_1_10 replay_1_5 replay_1_1 lr_<lr/10> ewc lora "
+                   help="strategy names (default: full_ft replay_1_10 replay_1_5 replay_1_1 lr_<lr/10> ewc l2 lora "
                         "curriculum sft_chat)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per strategy (default: the profile's)")
     p.add_argument("--seed", type=int, default=None)

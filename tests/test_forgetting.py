@@ -223,3 +223,100 @@ def test_lora_trains_only_the_rows_of_new_tokens(lab):
     hidden = model.get_input_embeddings().weight.shape[1]
     adapters = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
     assert out["trainable"] == adapters + 2 * len(new) * hidden
+
+
+# ---------------------------------------------------------------------------
+# Lab 06 additions: the general-vocabulary loss, the per-token Fisher, L2, real-world facts
+# ---------------------------------------------------------------------------
+def test_general_vocab_loss_equals_cross_entropy_on_the_kept_columns():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 7, 30, generator=g) * 2
+    vocab = torch.tensor([1, 4, 5, 9, 20, 29])
+    labels = vocab[torch.randint(0, 6, (2, 7), generator=g)]
+    labels[1, 3] = -100
+    renumber = torch.full((30,), -100)
+    renumber[vocab] = torch.arange(6)
+    lab_ = labels[:, 1:]
+    want = nn.functional.cross_entropy(logits[:, :-1, vocab].reshape(-1, 6),
+                                       torch.where(lab_ == -100, -100, renumber[lab_.clamp(min=0)]).reshape(-1))
+    torch.testing.assert_close(F.general_vocab_loss(logits, labels, vocab), want)
+    # over the whole vocabulary it is the ordinary shifted loss
+    torch.testing.assert_close(F.general_vocab_loss(logits, labels, torch.arange(30)),
+                               nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 30), lab_.reshape(-1)))
+    with pytest.raises(LabkitError, match="outside the vocabulary"):
+        F.general_vocab_loss(logits, torch.full((2, 7), 2), vocab)
+
+
+def test_vocab_probe_by_hand_and_against_the_model_loss(lab):
+    v = F.vocab_probe(lab.base, lab.probes.general, lab.probes.general_vocab)
+    assert v["loss"] == pytest.approx(train.evaluate_loss(lab.base, lab.probes.general), rel=1e-5)
+    assert v["loss_gv"] <= v["loss"] + 1e-6            # renormalising over a subset can only raise p(label)
+    b = lab.probes.general[0]
+    with torch.no_grad():
+        p = lab.base(input_ids=b["input_ids"]).logits[:, :-1].softmax(-1)
+    outside = torch.ones(p.shape[-1], dtype=torch.bool)
+    outside[lab.probes.general_vocab] = False
+    assert len(lab.probes.general) == 1               # the fixture's probe set: one batch, so batch 0 is all of it
+    assert v["outside_mass"] == pytest.approx(p[..., outside].sum(-1).mean().item(), rel=1e-4)
+    # removing exactly the outside mass: loss - loss_gv = -mean log(1 - outside mass) per token
+    with torch.no_grad():
+        gap = -torch.log1p(-p[..., outside].sum(-1)).mean().item()
+    assert v["loss"] - v["loss_gv"] == pytest.approx(gap, rel=1e-3, abs=1e-6)
+    assert {"general_loss_gv", "outside_mass"} <= set(lab.base_probes)
+
+
+def test_per_token_fisher_equals_separate_token_gradients(tiny_config):
+    model = models.build(tiny_config, device="cpu", seed=0)
+    ids = torch.randint(0, 128, (1, 6), generator=torch.Generator().manual_seed(0))
+    got = F.fisher_diagonal(model, [{"input_ids": ids, "labels": ids}], per_token=True)
+    want = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for t in range(5):                                   # 5 predicted tokens, one fresh forward each
+        model.zero_grad()
+        logits = model(input_ids=ids).logits[0, t]
+        nn.functional.cross_entropy(logits[None], ids[0, t + 1][None]).backward()
+        for n, p in model.named_parameters():
+            want[n] += p.grad ** 2 / 5
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-10)
+
+
+def test_uniform_fisher_keeps_the_trace_and_l2_strategy_runs(lab):
+    f = {"a": torch.tensor([1.0, 3.0]), "b": torch.tensor([[0.0, 8.0]])}
+    u = F.uniform_fisher(f)
+    assert torch.equal(u["a"], torch.tensor([3.0, 3.0])) and torch.equal(u["b"], torch.tensor([[3.0, 3.0]]))
+    assert F.parse_strategy("l2") == {"kind": "l2"} and F.parse_strategy("l2_1e5") == {"kind": "l2", "lam": 1e5}
+    out = F.run_strategy("l2_1e6", lab, steps=2, curve_every=0)
+    assert out["ewc_lambda"] == 1e6 and math.isfinite(out["general_loss"])
+
+
+def test_fact_hits_are_the_per_item_verdicts_of_fact_recall(lab):
+    probes = data.fact_probes()[::15]
+    hits = F.fact_hits(lab.base, lab.tokenizer, probes)
+    assert len(hits) == len(probes) and all(isinstance(h, bool) for h in hits)
+    assert F.fact_recall(lab.base, lab.tokenizer, probes) == sum(hits) / len(hits)
+    cands = [(p, a, "fictional") for p, a in probes] + [("The capital of Veloria is", "Paris", "wrong")]
+    assert F.known_facts(lab.base, lab.tokenizer, cands, suffix=".", add_bos=True) == [p for p, h in zip(probes, hits) if h]
+
+
+def test_world_fact_candidates_are_many_distinct_and_not_in_the_replay_text():
+    cands = F.world_fact_candidates()
+    assert len(cands) >= 150
+    assert len({(p, a) for p, a, _ in cands}) == len(cands)
+    assert all(a and " " not in a and p[0].isupper() for p, a, _ in cands)
+    general = " ".join(data.load("general", "train"))
+    assert sum(f"{p} {a}" in general for p, a, _ in cands) == 0
+
+
+def test_chat_eval_batches_on_the_lab_tokenizer_are_lora_s(lab):
+    from labkit import lora
+
+    items = data.load("instructions", "test")[:3]
+    a, b = F.chat_eval_batches(lab.tokenizer, items), lora.instruction_eval_batches(lab.tokenizer, items)
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+
+
+def test_english_nll_is_perplexity_s(lab):
+    from labkit import perplexity
+
+    texts = perplexity.real_english()[:2]
+    assert F.english_nll(lab.base, lab.tokenizer, texts) == perplexity.perplexity(lab.base, lab.tokenizer, texts)["nll"]

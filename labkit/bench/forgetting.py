@@ -8,8 +8,10 @@ It runs `labkit.forgetting.run_strategy` -- the code the notebook and
 runs, bigger batches and eval sets) on the committed ``lab-tiny`` (or on
 ``LABKIT_MODEL`` if set), for each strategy and each seed, and writes one row
 per (strategy, seed) plus one ``seed="mean"`` row per strategy with the mean and
-the standard deviation over seeds of each probe. The base model's probes are a
-row with strategy ``base``.
+the standard deviation over seeds of each probe (the general-vocabulary loss and
+the probability mass outside the general vocabulary included). The base model's
+probes are a row with strategy ``base``. ``l2_<lambda>`` is EWC's control: the
+same spring to the pretrained weights with every weight equally stiff.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ import torch
 from .. import cli, env, forgetting, results
 
 DEFAULT_STRATEGIES = ("full_ft", "replay_1_10", "replay_1_5", "replay_1_1", "lr_0.0002", "lr_0.0006",
-                      "ewc_10000", "ewc_100000", "ewc_1000000", "ewc_10000000", "lora", "lora_adapters",
-                      "curriculum", "sft_chat")
+                      "ewc_100000", "ewc_1000000", "ewc_10000000", "l2_100000", "l2_1000000", "l2_10000000",
+                      "lora", "lora_adapters", "curriculum", "sft_chat")
 METRICS = forgetting.PROBE_KEYS
 
 
