@@ -24,6 +24,7 @@ COMMANDS = {
     "fsdp": ("labkit.dist", "main", "single-process vs FSDP training under torchrun (lab 07)"),
     "cot": ("labkit.prompting", "main", "chain-of-thought strategies on held-out word problems (lab 08)"),
     "sft": ("labkit.sft", "main", "SFT formats: render an example's loss mask (lab 09)"),
+    "decode": ("labkit.decoding", "main", "repetition rate of decoding settings on held-out text (lab 10)"),
     "mfu": ("labkit.flops", "main", "FLOPs per token and step time at a given MFU on a named GPU (lab 12)"),
     "index": ("labkit.interview", "main", "build labs/INTERVIEW.md: each interview question and the cell answering it"),
 }

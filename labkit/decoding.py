@@ -363,3 +363,95 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *, do_sample: 
                 break
         step_input = next_tokens[:, None] if use_cache else ids
     return ids
+
+
+# ---------------------------------------------------------------------------
+# python -m labkit decode: the repetition grid of lab 10, section 5
+# ---------------------------------------------------------------------------
+GRID = {
+    "greedy": {},
+    "greedy + penalty 1.2": {"repetition_penalty": 1.2},
+    "greedy + no-repeat 3-gram": {"no_repeat_ngram_size": 3},
+    "sample T=0.7": {"do_sample": True, "temperature": 0.7},
+    "top-p 0.9": {"do_sample": True, "top_p": 0.9},
+    "top-p 0.9 + penalty 1.2": {"do_sample": True, "top_p": 0.9, "repetition_penalty": 1.2},
+}
+
+
+def repetition_grid(model, tokenizer, prompts: list[str], settings: dict[str, dict], new_tokens: int,
+                    seeds=(0,), n: int = 4) -> dict[str, dict]:
+    """Repetition rate of the n-grams of each setting's continuations of ``prompts`` (lab 10, §5).
+
+    Returns ``{setting: {"repetition_rate": mean, "per_prompt": [...], "runs": k}}``; sampled
+    settings run once per seed and are averaged per prompt (greedy ones run once)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    device = model.lm_head.weight.device
+    ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+    out = {}
+    for name, kw in settings.items():
+        runs = list(seeds) if kw.get("do_sample") else [seeds[0]]
+        rates = []
+        for seed in runs:
+            torch.manual_seed(seed)
+            gen = generate(model, ids, new_tokens, attention_mask=mask, pad_token_id=tokenizer.pad_token_id, **kw)
+            rates.append([repetition_rate(row, n) for row in gen[:, ids.shape[1]:].tolist()])
+        per_prompt = [sum(col) / len(col) for col in zip(*rates)]
+        out[name] = {"repetition_rate": sum(per_prompt) / len(per_prompt), "per_prompt": per_prompt, "runs": len(runs)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m labkit decode``: repetition rate of decoding settings on held-out openings."""
+    from . import cli, data, env, models, stats
+
+    p = cli.parser("decode", "Repetition rate (repeated 4-grams) of decoding settings on held-out text openings "
+                             "(lab 10). With --temperature/--top-p/--top-k/--repetition-penalty/--no-repeat-ngram-size "
+                             "the grid gets your setting too.")
+    p.add_argument("--model", default="lab-tiny", help="lab-tiny (default) or smollm2-135m")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=None)
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None)
+    args = p.parse_args(argv)
+    mine = {}
+    if args.temperature is not None:
+        _positive_number(args.temperature, "--temperature")
+        mine["temperature"] = args.temperature
+    if args.top_p is not None:
+        if not 0 < args.top_p <= 1:
+            raise LabkitError(f"--top-p must be in (0, 1], got {args.top_p}")
+        mine["top_p"] = args.top_p
+    if args.top_k is not None:
+        mine["top_k"] = _positive_int(args.top_k, "--top-k")
+    if args.repetition_penalty is not None:
+        mine["repetition_penalty"] = _positive_number(args.repetition_penalty, "--repetition-penalty")
+    if args.no_repeat_ngram_size is not None:
+        mine["no_repeat_ngram_size"] = _positive_int(args.no_repeat_ngram_size, "--no-repeat-ngram-size")
+    if args.model not in ("lab-tiny", "smollm2-135m"):
+        raise LabkitError(f"--model must be lab-tiny or smollm2-135m, got {args.model!r}")
+    profile = env.check_profile(args.profile) if args.profile else env.profile()
+    n_prompts = env.by_profile(smoke=4, cpu=24, full=64, profile_name=profile)
+    new_tokens = env.by_profile(smoke=16, cpu=48, full=128, profile_name=profile)
+    seeds = stats.default_seeds(profile)
+    settings = dict(GRID)
+    if mine:
+        if any(k in mine for k in ("temperature", "top_p", "top_k")):
+            mine = {"do_sample": True, **mine}
+        settings["yours: " + ", ".join(f"{k}={v}" for k, v in mine.items() if k != "do_sample")] = mine
+    model, tok = models.load(args.model, device=env.device())
+    model.eval()
+    prompts = [" ".join(d.split()[:6]) for d in data.general_corpus(n_prompts, split="test")]
+    grid = repetition_grid(model, tok, prompts, settings, new_tokens, seeds)
+    print(f"{args.model}, profile {profile}: {n_prompts} held-out openings x {new_tokens} new tokens, "
+          f"sampled settings x {len(seeds)} runs; share of repeated 4-grams:")
+    for name, r in grid.items():
+        print(f"  {name:<40} {r['repetition_rate']:6.1%}  ({r['runs']} run{'s' if r['runs'] > 1 else ''})")
+    if args.json:
+        cli.emit_json({"model": args.model, "profile": profile, "prompts": n_prompts, "new_tokens": new_tokens,
+                       "n": 4, "grid": {k: {"repetition_rate": v["repetition_rate"], "runs": v["runs"]}
+                                        for k, v in grid.items()}})
+    return 0

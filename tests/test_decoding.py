@@ -231,3 +231,19 @@ def test_bench_quick_path_on_cpu(tmp_path):
     assert by["nf4"] < by["int8"] < by["bf16"]
     with pytest.raises(LabkitError, match="_gpu.csv"):
         bench.main(["--quick", "--device", "cpu", "--out", str(tmp_path / "decode_gpu.csv")])
+
+
+def test_cli_prints_the_grid_as_json_and_refuses_bad_values(capsys):
+    import json
+
+    from labkit.__main__ import main as labkit_main
+
+    assert labkit_main(["decode", "--profile", "smoke", "--top-p", "0.8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["profile"] == "smoke" and "greedy" in out["grid"] and "yours: top_p=0.8" in out["grid"]
+    assert all(0 <= v["repetition_rate"] <= 1 for v in out["grid"].values())
+    for bad in (["--temperature", "-1"], ["--top-p", "0"], ["--top-p", "1.5"], ["--repetition-penalty", "0"],
+                ["--model", "gpt-9"]):
+        assert labkit_main(["decode", "--profile", "smoke", *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ")
