@@ -263,3 +263,78 @@ def test_bad_inputs(tok):
         sft.format_example({"prompt": "a"}, tok)
     with pytest.raises(LabkitError):
         sft.format_example({"prompt": "a", "response": "b", "history": [["only one"]]}, tok)
+
+
+# ----------------------------------------------------------------------------- against TRL and transformers (lab 09)
+def _trl_prepared(tok, rows, **flags):
+    """(input_ids, labels) as TRL's SFTTrainer prepares its training set (no training step)."""
+    import tempfile
+
+    datasets = pytest.importorskip("datasets")
+    trl = pytest.importorskip("trl")
+    model = models.build(models.config("lab-tiny", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                       num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4),
+                         device="cpu", seed=0)
+    datasets.disable_progress_bars()
+    with tempfile.TemporaryDirectory() as out:
+        cfg = trl.SFTConfig(output_dir=out, report_to="none", max_length=None, bf16=False, use_cpu=True, **flags)
+        trainer = trl.SFTTrainer(model=model, args=cfg, processing_class=tok,
+                                 train_dataset=datasets.Dataset.from_list(rows))
+        return [(list(r["input_ids"]), list(r["labels"])) for r in trainer.train_dataset]
+
+
+def test_build_labels_equal_trl_assistant_only_loss(tok):
+    dialogues = data.load("dialogues", "test")[:12] + data.load("instructions", "test")[:4]
+    prepared = _trl_prepared(tok, [{"messages": sft.messages(x)} for x in dialogues],
+                             assistant_only_loss=True)
+    for ex, (ids, labels) in zip(dialogues, prepared):
+        row = sft.format_example(ex, tok)
+        assert ids == row["input_ids"] and labels == row["labels"]
+
+
+def test_trl_completion_only_loss_also_trains_the_newline_after_end(tok):
+    """TRL trains everything after the rendered prompt: labkit's last-turn labels plus the template's
+    trailing newline. A documented difference, pinned so a change in either shows up."""
+    dialogues = data.load("dialogues", "test")[:8]
+    rows = [{"prompt": sft.messages(x)[:-1], "completion": sft.messages(x)[-1:]} for x in dialogues]
+    newline = _enc(tok, "\n")
+    for ex, (ids, labels) in zip(dialogues, _trl_prepared(tok, rows, completion_only_loss=True)):
+        mine = sft.format_example(ex, tok, last_turn_only=True)["labels"]
+        assert ids == sft.format_example(ex, tok)["input_ids"]
+        assert labels[:-1] == mine[:-1] and mine[-1] == IGNORE and [labels[-1]] == newline
+
+
+def _random_rows(g, k):
+    rows = []
+    for _ in range(k):
+        n = int(torch.randint(1, 15, (1,), generator=g))
+        ids = torch.randint(3, 256, (n,), generator=g).tolist()
+        cut = int(torch.randint(0, n + 1, (1,), generator=g))
+        rows.append({"input_ids": ids, "labels": [IGNORE] * cut + ids[cut:]})
+    return rows
+
+
+def test_collate_packed_equals_datacollator_with_flattening_and_trl_padding_free():
+    from transformers import DataCollatorWithFlattening
+
+    trl_sft = pytest.importorskip("trl.trainer.sft_trainer")
+    hf = DataCollatorWithFlattening(return_position_ids=True)
+    trl_collate = trl_sft.DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)
+    g = torch.Generator().manual_seed(0)
+    for k in (1, 2, 5):
+        rows = _random_rows(g, k)
+        n = sum(len(r["input_ids"]) for r in rows)
+        mine = sft.collate_packed([rows], n + 3, pad_id=0)
+        for ref in (hf(rows), trl_collate(rows)):
+            for key in ("input_ids", "labels", "position_ids"):
+                assert torch.equal(mine[key][0, :n], ref[key][0]), key
+        assert (mine["labels"][0, n:] == IGNORE).all()
+
+
+def test_document_mask_equals_transformers_packed_sequence_indices():
+    from transformers.masking_utils import find_packed_sequence_indices
+
+    pos = torch.tensor([[0, 1, 2, 0, 1, 0, 0, 1, 2, 3]])
+    docs = find_packed_sequence_indices(pos)
+    expected = (docs[:, :, None] == docs[:, None, :]) & torch.ones(10, 10, dtype=torch.bool).tril()
+    assert torch.equal(sft.document_mask(pos)[:, 0] == 0, expected)
