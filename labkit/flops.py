@@ -27,12 +27,15 @@ counts what ran, recomputation included.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 
 from .errors import LabkitError
 
-__all__ = ["ATTN_IMPLEMENTATIONS", "flops_breakdown", "flops_per_token", "hfu", "matmul_params", "mfu",
-           "step_seconds"]
+__all__ = ["ATTN_IMPLEMENTATIONS", "CATEGORIES", "flops_breakdown", "flops_per_token", "hfu", "matmul_params", "mfu",
+           "op_category", "profile_steps", "step_seconds"]
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 
@@ -177,3 +180,72 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         cli.emit_json(out)
     return 0
+
+
+# ---------------------------------------------------------------------------
+# torch.profiler: a few steps, FLOPs and time by operator category (lab 12, section 6)
+# ---------------------------------------------------------------------------
+CATEGORIES = ("matmul", "attention", "elementwise", "optimizer", "communication", "other")
+
+
+def op_category(name: str) -> str:
+    """The category of an aten / profiler operator name, for a time-by-category table."""
+    n = name.lower()
+    if any(k in n for k in ("all_gather", "reduce_scatter", "all_reduce", "allreduce", "broadcast", "nccl", "gloo",
+                            "c10d")):
+        return "communication"
+    if any(k in n for k in ("attention", "softmax")):
+        return "attention"
+    if any(k in n for k in ("adam", "optimizer", "_foreach")):
+        return "optimizer"
+    if any(k in n for k in ("::mm", "matmul", "linear", "addmm", "bmm", "baddbmm")):
+        return "matmul"
+    if any(k in n for k in ("add", "mul", "div", "silu", "pow", "rsqrt", "mean", "neg", "cat", "exp", "sub", "copy",
+                            "where", "sum", "sigmoid", "gelu", "tanh", "clamp", "fill", "zero")):
+        return "elementwise"
+    return "other"
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    # kineto prints "profiler_start/stop" lines from C++ straight to file descriptor 2
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(null)
+        os.close(saved)
+
+
+def profile_steps(step, steps: int, *, trace_path=None, cuda: bool = False) -> dict:
+    """Run ``step()`` ``steps`` times under `torch.profiler` (FLOPs recorded) and summarise it.
+
+    Returns ``{"flops_per_step", "seconds_per_step": {category: self time}, "events", "trace"}``:
+    the FLOPs the profiler attributes to operators (matmuls), the self CPU (and, with ``cuda``,
+    CUDA) time per step by `op_category`, and the Chrome-trace JSON path when ``trace_path`` is
+    given (open it in chrome://tracing or Perfetto)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise LabkitError(f"steps must be a positive integer, got {steps!r}")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with _quiet_native_stderr():
+        with profile(activities=activities, with_flops=True) as prof:
+            for _ in range(steps):
+                step()
+            if cuda:
+                torch.cuda.synchronize()
+        events = prof.key_averages()
+        if trace_path is not None:
+            prof.export_chrome_trace(str(trace_path))
+    by_cat = dict.fromkeys(CATEGORIES, 0.0)
+    for e in events:
+        if e.key.startswith(("aten::", "Optimizer", "c10d::", "nccl", "gloo")):
+            t = e.self_cpu_time_total + (getattr(e, "self_device_time_total", 0) if cuda else 0)
+            by_cat[op_category(e.key)] += t / 1e6 / steps
+    return {"flops_per_step": sum(e.flops for e in events) / steps, "seconds_per_step": by_cat,
+            "events": events, "trace": trace_path}
