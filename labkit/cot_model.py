@@ -31,8 +31,12 @@ each continues from the previous one with fresh problems and a lower learning ra
 (``python -m labkit cot --profile cpu --json``).
 
 Without ``--out`` the model goes to ``data/models/lab-cot``; as that holds the committed model,
-the command then stops before training unless ``--force`` is given (the rounds above name
-their ``--out`` explicitly).
+the command then stops before training unless ``--force`` is given. The same holds for any
+``--out`` under ``data/models`` that already holds a model: rerunning rounds 2-3 above over the
+committed checkpoint needs ``--force``.
+
+The control pair of lab 08 (``--mixture equal`` / ``--mixture filler``, see `MIXTURES`) is
+trained with one command each; ``data/models/lab-cot-<mixture>/training.json`` records it.
 """
 from __future__ import annotations
 
@@ -47,6 +51,39 @@ from . import prompting as P
 from .errors import LabkitError
 
 MIXTURE = {"direct": 0.20, "zero_shot_cot": 0.35, "least_to_most": 0.15, "few_shot": 0.15, "drill": 0.15}
+
+# The control pair of lab 08 §3 ("is it the mixture?"): trained from lab-tiny with the SAME budget
+# (steps, batch, sequence length, learning rate, seed), differing only in the mixture.
+#   equal  -- direct and zero-shot-CoT documents in equal shares, so neither format is favoured;
+#   filler -- the same, but every chain replaced by filler dots of the same token length
+#             (Pfau et al. 2024, "Let's think dot by dot"): extra tokens without the reasoning.
+MIXTURES = {
+    "lab-cot": MIXTURE,
+    "equal": {"direct": 0.425, "zero_shot_cot": 0.425, "drill": 0.15},
+    "filler": {"direct": 0.425, "zero_shot_filler": 0.425, "drill": 0.15},
+}
+CONTROL_MIXTURES = ("equal", "filler")
+
+
+def control_name(mixture: str, seed: int) -> str:
+    """The committed control model of lab 08 §7: ``lab-cot-<mixture>-seed<seed>`` in ``data/models``.
+
+    Each was trained by ``python -m labkit.cot_model --mixture <mixture> --seed <seed> --steps 400
+    --eval-every 0 --out data/models/lab-cot-<mixture>-seed<seed>`` (its training.json has the exact command)."""
+    if mixture not in CONTROL_MIXTURES:
+        raise LabkitError(f"unknown control mixture {mixture!r}; use one of {', '.join(CONTROL_MIXTURES)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise LabkitError(f"seed must be a whole number >= 0, got {seed!r}")
+    return f"lab-cot-{mixture}-seed{seed}"
+
+
+KINDS = ("direct", "zero_shot_cot", "zero_shot_filler", "least_to_most", "few_shot", "drill")
+
+
+def filler_of(tokenizer, reasoning: str) -> str:
+    """" " + dots with exactly as many tokens as " " + reasoning (the lab tokenizer splits every dot)."""
+    n = len(tokenizer(" " + reasoning, add_special_tokens=False)["input_ids"])
+    return " " + "." * max(n - 1, 1)
 
 
 # ---------------------------------------------------------------------------
@@ -73,8 +110,11 @@ def _drill_equation(rng: random.Random) -> tuple[str, str]:
     return f"{q * m} / {m} =", f" {q}."
 
 
-def document(rng: random.Random, problems, kind: str) -> list[tuple[str, bool]]:
-    """One training document of the given kind, as (text, has_loss) pieces."""
+def document(rng: random.Random, problems, kind: str, tokenizer=None) -> list[tuple[str, bool]]:
+    """One training document of the given kind, as (text, has_loss) pieces.
+
+    ``zero_shot_filler`` needs the ``tokenizer`` (its dots match the chain's token count).
+    """
     if kind == "drill":
         pieces = []
         for i in range(24):
@@ -89,6 +129,12 @@ def document(rng: random.Random, problems, kind: str) -> list[tuple[str, bool]]:
         end = (f" {P.ANSWER_TRIGGER} {p['answer']}." if rng.random() < 0.25
                else f" The answer is {p['answer']}.")
         return [(q + " " + P.COT_TRIGGER, False), (" " + P.reasoning_of(p) + end, True)]
+    if kind == "zero_shot_filler":
+        if tokenizer is None:
+            raise LabkitError("zero_shot_filler documents need the tokenizer: document(rng, problems, kind, tokenizer)")
+        end = (f" {P.ANSWER_TRIGGER} {p['answer']}." if rng.random() < 0.25
+               else f" The answer is {p['answer']}.")
+        return [(q + " " + P.COT_TRIGGER, False), (filler_of(tokenizer, P.reasoning_of(p)) + end, True)]
     if kind == "least_to_most":
         return [(q + " " + P.LTM_TRIGGER, False),
                 (f" {P.decomposition_text(p)}\n{P.LTM_SOLVE} {P.solved_in_order_text(p)}", True)]
@@ -100,7 +146,7 @@ def document(rng: random.Random, problems, kind: str) -> list[tuple[str, bool]]:
             answer = f" {p['solution']}" if chain else f" The answer is {p['answer']}."
             pieces += [(("\n\n" if i else "") + P.qa_prefix(p["question"]), False), (answer, True)]
         return pieces
-    raise LabkitError(f"unknown document kind {kind!r}; use one of {', '.join(MIXTURE)}")
+    raise LabkitError(f"unknown document kind {kind!r}; use one of {', '.join(KINDS)}")
 
 
 def problem_stream(seed: int, chunk: int = 20000):
@@ -125,17 +171,18 @@ def encode(tokenizer, pieces) -> tuple[list[int], list[int]]:
     return ids, labels
 
 
-def packed_batches(tokenizer, batch_size: int, seq_len: int, seed: int = 0):
+def packed_batches(tokenizer, batch_size: int, seq_len: int, seed: int = 0, mixture: dict | None = None):
     """Endless batches of documents packed end to end into rows of seq_len tokens."""
     rng = random.Random(seed)
     problems = problem_stream(seed)
-    kinds, weights = list(MIXTURE), list(MIXTURE.values())
+    mixture = mixture or MIXTURE
+    kinds, weights = list(mixture), list(mixture.values())
     buf_ids, buf_labels = [], []
     while True:
         rows_x, rows_y = [], []
         while len(rows_x) < batch_size:
             while len(buf_ids) < seq_len:
-                ids, labels = encode(tokenizer, document(rng, problems, rng.choices(kinds, weights)[0]))
+                ids, labels = encode(tokenizer, document(rng, problems, rng.choices(kinds, weights)[0], tokenizer))
                 buf_ids += ids
                 buf_labels += labels
             rows_x.append(buf_ids[:seq_len])
@@ -150,19 +197,27 @@ def packed_batches(tokenizer, batch_size: int, seq_len: int, seed: int = 0):
 def train_cot_model(steps: int = 1400, batch_size: int = 8, seq_len: int = 384, lr: float = 1e-3,
                     seed: int = 0, out: str | Path | None = None, log: str | Path | None = None,
                     save_every: int = 200, eval_every: int = 400, command: str = "",
-                    stop_after: int | None = None, init: str = "lab-tiny", force: bool = False) -> dict:
+                    stop_after: int | None = None, init: str = "lab-tiny", force: bool = False,
+                    mixture: str = "lab-cot") -> dict:
     """Fully fine-tune lab-tiny into lab-cot; save bf16 safetensors + training.json into ``out``.
 
     ``stop_after``: end after that many steps of a ``steps``-long schedule (the learning rate has
     not fully decayed); this is how a run cut short by its time budget is reproduced exactly.
     ``init``: "lab-tiny", or a checkpoint directory to continue from (a second round).
     ``out`` defaults to ``data/models/lab-cot``; a model already there (the committed one) is
-    replaced only with ``force=True`` -- checked before any training.
+    replaced only with ``force=True`` -- checked before any training. The same holds for an
+    explicit ``out`` that already holds a committed model (``data/models/...``).
+    ``mixture``: a name in `MIXTURES` ("lab-cot", or the control pair "equal" / "filler").
     """
     from . import env, models
     from .train import TrainConfig, train
 
+    if mixture not in MIXTURES:
+        raise LabkitError(f"unknown mixture {mixture!r}; use one of {', '.join(MIXTURES)}")
+    mix = MIXTURES[mixture]
     out = Path(out) if out else default_out(force)
+    if (out / "model.safetensors").exists() and _is_committed(out) and not force:
+        raise LabkitError(f"{out} holds a committed model; pass --force to replace it, or choose another --out")
     env.seed_everything(seed)
     model, tok = models.load("lab-tiny")
     if init != "lab-tiny":
@@ -199,19 +254,20 @@ def train_cot_model(steps: int = 1400, batch_size: int = 8, seq_len: int = 384, 
     cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=min(100, steps // 10), weight_decay=0.0,
                       precision="bf16-mixed", progress=False, desc="lab-cot")
     try:
-        history = train(model, packed_batches(tok, batch_size, seq_len, seed), cfg, callback=callback)
+        history = train(model, packed_batches(tok, batch_size, seq_len, seed, mix), cfg, callback=callback)
     except _Stop:
         history = seen["history"]
         history.seconds = time.perf_counter() - t0
         model.eval()
     summary = {
-        "model": P.COT_MODEL, "base": "lab-tiny", "init": str(init), "n_params": models.count_params(model),
+        "model": P.COT_MODEL if mixture == "lab-cot" else f"lab-cot-{mixture}", "base": "lab-tiny", "init": str(init), "n_params": models.count_params(model),
         "command": command or f"python -m labkit.cot_model --steps {steps} --batch-size {batch_size} "
                               f"--seq-len {seq_len} --lr {lr} --seed {seed}"
                               + (f" --stop-after {stop_after}" if stop_after else "")
-                              + (f" --init {init}" if init != "lab-tiny" else ""),
+                              + (f" --init {init}" if init != "lab-tiny" else "")
+                              + (f" --mixture {mixture}" if mixture != "lab-cot" else ""),
         "steps": len(history.step), "schedule_steps": steps, "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "seed": seed,
-        "precision": "bf16-mixed", "mixture": MIXTURE, "loss": "answers only (after 'A:'; drill results)",
+        "precision": "bf16-mixed", "mixture": mix, "loss": "answers only (after 'A:'; drill results)",
         "tokens_seen": history.tokens, "final_train_loss": round(sum(history.loss[-50:]) / len(history.loss[-50:]), 4),
         "quick_eval_curve": curve, "seconds": round(history.seconds, 1),
         "device": "cpu", "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
@@ -225,6 +281,16 @@ def default_out(force: bool = False) -> Path:
     from .artefacts import committed_model_dir
 
     return committed_model_dir(P.COT_MODEL, force)
+
+
+def _is_committed(path: Path) -> bool:
+    """True when ``path`` lies inside the repository's ``data/models`` (a checkpoint git tracks)."""
+    from .models import checkpoint_dir
+
+    try:
+        return path.resolve().parent == checkpoint_dir(P.COT_MODEL).resolve().parent
+    except OSError:
+        return False
 
 
 class _Stop(Exception):
@@ -269,10 +335,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=400)
     ap.add_argument("--stop-after", type=int, default=None, help="end early on the same schedule")
     ap.add_argument("--init", default="lab-tiny", help="lab-tiny, or a checkpoint directory to continue from")
+    ap.add_argument("--mixture", default="lab-cot", choices=list(MIXTURES),
+                    help="document mixture: lab-cot (the committed model) or the control pair equal / filler")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    import shlex
+
+    argv = sys.argv[1:] if argv is None else argv
+    command = "python -m labkit.cot_model " + " ".join(shlex.quote(a) for a in argv)
     summary = train_cot_model(args.steps, args.batch_size, args.seq_len, args.lr, args.seed, args.out,
-                              args.log, eval_every=args.eval_every,
-                              stop_after=args.stop_after, init=args.init, force=args.force)
+                              args.log, eval_every=args.eval_every, command=command,
+                              stop_after=args.stop_after, init=args.init, force=args.force,
+                              mixture=args.mixture)
     print(json.dumps({k: summary[k] for k in ("steps", "final_train_loss", "quick_eval_curve", "seconds")}))
     return 0
 

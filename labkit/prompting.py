@@ -10,7 +10,8 @@ The strategies, as the papers define them:
 * ``few_shot_cot``    -- Wei et al. 2022: k worked exemplars ("Q: ... A: <steps> The
   answer is N.") before the question; the model imitates the format;
 * ``least_to_most``   -- Zhou et al. 2022: stage 1 decomposes the problem into
-  sub-questions, stage 2 answers them in order, each answer in context for the next;
+  sub-questions; then one call per sub-question, each prompt holding the sub-questions and
+  the answers of the earlier calls, and a last call for the final answer;
 * ``self_consistency`` -- Wang et al. 2022: sample n reasoning paths at a temperature
   and take the majority answer.
 
@@ -98,7 +99,9 @@ def zero_shot_cot(question: str) -> str:
 
 
 def zero_shot_cot_stage2(question: str, reasoning: str) -> str:
-    """Stage 2 of zero-shot-CoT: stage 1 + its reasoning + the answer-extraction sentence."""
+    """Stage 2 of zero-shot-CoT (Kojima et al. 2022, Fig. 2): the stage-1 prompt, the WHOLE
+    stage-1 output (nothing cut, even an answer the model already wrote), then the
+    answer-extraction sentence. The harness reads the number the model writes next."""
     return f"{zero_shot_cot(question)} {reasoning.strip()} {ANSWER_TRIGGER}"
 
 
@@ -131,6 +134,35 @@ def least_to_most(question: str) -> str:
 def least_to_most_stage2(question: str, decomposition: str) -> str:
     """Stage 2 of least-to-most: the sub-questions, then solve them in order."""
     return f"{least_to_most(question)} {decomposition.strip()}\n{LTM_SOLVE}"
+
+
+_SUBQ = re.compile(r"(?:^|\s)(\d+)\.\s+(.+?\?)")
+
+
+def parse_subquestions(decomposition: str) -> list[str]:
+    """The numbered sub-questions of a stage-1 decomposition: "1. How many ...? 2. ...?" -> [...]."""
+    return [m.group(2).strip() for m in _SUBQ.finditer(decomposition or "")]
+
+
+def least_to_most_step(question: str, decomposition: str, answered: list[str]) -> str:
+    """The prompt of least-to-most call ``len(answered) + 1`` (Zhou et al. 2022, stage 2):
+    the problem, its sub-questions, the answers of every earlier call in order, then the
+    number of the sub-question this call answers. After the last sub-question the same
+    builder with every answer in place, plus " The answer is", asks for the final number."""
+    done = "".join(f" {i}. {a.strip()}" for i, a in enumerate(answered, 1))
+    return f"{least_to_most_stage2(question, decomposition)}{done} {len(answered) + 1}."
+
+
+def least_to_most_final(question: str, decomposition: str, answered: list[str]) -> str:
+    """The last least-to-most call: every sub-question answered, then "The answer is"."""
+    done = "".join(f" {i}. {a.strip()}" for i, a in enumerate(answered, 1))
+    return f"{least_to_most_stage2(question, decomposition)}{done} The answer is"
+
+
+def cut_subanswer(text: str, i: int) -> str:
+    """A least-to-most call's output up to where the model starts sub-answer i + 1 or the answer."""
+    m = re.search(rf"(?<=\.)\s+{i + 1}\.\s+[A-Z]|The answer is|{re.escape(ANSWER_TRIGGER)}|\n", text)
+    return (text[:m.start()] if m else text).strip()
 
 
 def self_consistency(question: str, n: int = 5) -> list[str]:
@@ -238,13 +270,7 @@ def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int, *,
 
     from .tokenizer import end_of_turn_ids
 
-    if chat is None:
-        chat = bool(getattr(tokenizer, "chat_template", None)) and not _is_lab_tokenizer(tokenizer)
-    if chat:
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                               add_generation_prompt=True) for p in prompts]
-    else:
-        texts = [(tokenizer.bos_token or "") + p for p in prompts]
+    texts = _model_texts(tokenizer, prompts, chat)
     if _is_lab_tokenizer(tokenizer):
         eos = end_of_turn_ids(tokenizer)
     else:
@@ -306,6 +332,7 @@ class Record:
     correct: bool
     tokens: int                      # generated tokens, all stages and samples together
     samples: list = field(default_factory=list)   # self-consistency: the n sampled answers
+    prompt_tokens: int = 0           # prompt tokens read, all calls together (each call re-reads its prompt)
 
 
 @dataclass
@@ -334,10 +361,20 @@ class EvalResult:
     def mean_tokens(self) -> float:
         return sum(r.tokens for r in self.records) / self.n if self.n else float("nan")
 
+    @property
+    def mean_prompt_tokens(self) -> float:
+        return sum(r.prompt_tokens for r in self.records) / self.n if self.n else float("nan")
+
+    @property
+    def correct(self) -> list[bool]:
+        """Per-problem correctness, in problem order (for paired tests between strategies)."""
+        return [r.correct for r in self.records]
+
     def row(self) -> dict:
         lo, hi = self.ci
         return {"strategy": self.strategy, "n": self.n, "accuracy": round(self.accuracy, 3),
-                "ci_low": round(lo, 3), "ci_high": round(hi, 3), "tokens_per_problem": round(self.mean_tokens, 1)}
+                "ci_low": round(lo, 3), "ci_high": round(hi, 3), "tokens_per_problem": round(self.mean_tokens, 1),
+                "prompt_tokens_per_problem": round(self.mean_prompt_tokens, 1)}
 
 
 def _check_strategy(strategy: str) -> None:
@@ -345,14 +382,20 @@ def _check_strategy(strategy: str) -> None:
         raise LabkitError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
 
 
-def _reasoning(completion: str) -> str:
-    """Stage-1 text up to (not including) the model's own answer sentence."""
-    cut = len(completion)
-    for marker in ("The answer is", ANSWER_TRIGGER, "####"):
-        i = completion.find(marker)
-        if i >= 0:
-            cut = min(cut, i)
-    return completion[:cut].strip()
+def prompt_lengths(tokenizer, prompts: list[str], chat: bool | None = None) -> list[int]:
+    """Tokens each prompt costs the model, as `generate_batch` feeds it (bos or chat template)."""
+    if tokenizer is None:
+        return [0] * len(prompts)
+    return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in _model_texts(tokenizer, prompts, chat)]
+
+
+def _model_texts(tokenizer, prompts: list[str], chat: bool | None) -> list[str]:
+    if chat is None:
+        chat = bool(getattr(tokenizer, "chat_template", None)) and not _is_lab_tokenizer(tokenizer)
+    if chat:
+        return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                              add_generation_prompt=True) for p in prompts]
+    return [(tokenizer.bos_token or "") + p for p in prompts]
 
 
 def evaluate(model, tokenizer, problems: list[dict], strategy: str, *, k: int = 2, n: int = 5,
@@ -373,6 +416,7 @@ def evaluate(model, tokenizer, problems: list[dict], strategy: str, *, k: int = 
                                   stop=stop, chat=chat, strategy=strategy, batch_size=batch_size)
     from .progress import progress as progress_bar
 
+    count = lambda prompts: prompt_lengths(tokenizer, prompts, chat)  # noqa: E731
     questions = [p["question"] for p in problems]
     golds = [normalize_number(str(p["answer"])) for p in problems]
     records: list[Record] = []
@@ -380,9 +424,9 @@ def evaluate(model, tokenizer, problems: list[dict], strategy: str, *, k: int = 
     for start in range(0, len(problems), batch_size):
         qs, gs = questions[start:start + batch_size], golds[start:start + batch_size]
         steps = [p.get("n_steps", 0) for p in problems[start:start + batch_size]]
-        for q, g, s, (prompt, completion, answer, tokens, samples) in zip(
-                qs, gs, steps, _run(strategy, qs, generate, budget, k, n, temperature, seed + start)):
-            records.append(Record(q, s, prompt, completion, answer, g, answer == g, tokens, samples))
+        for q, g, s, (prompt, completion, answer, tokens, samples, ptoks) in zip(
+                qs, gs, steps, _run(strategy, qs, generate, budget, k, n, temperature, seed + start, count)):
+            records.append(Record(q, s, prompt, completion, answer, g, answer == g, tokens, samples, ptoks))
         bar.update(len(qs))
     bar.close()
     params = {"k": k} if strategy == "few_shot_cot" else {"n": n, "temperature": temperature} \
@@ -390,37 +434,113 @@ def evaluate(model, tokenizer, problems: list[dict], strategy: str, *, k: int = 
     return EvalResult(strategy, records, params)
 
 
-def _run(strategy, qs, generate, budget, k, n, temperature, seed):
-    """Yield (prompt, completion, extracted, tokens, samples) for a batch of questions."""
+def _run(strategy, qs, generate, budget, k, n, temperature, seed, count=None):
+    """Yield (prompt, completion, extracted, tokens, samples, prompt tokens) for a batch of questions."""
+    count = count or (lambda prompts: [0] * len(prompts))
     if strategy == "direct":
         prompts = [direct(q) for q in qs]
-        for p, (c, t) in zip(prompts, generate(prompts, 8, stop=["\n"])):
-            yield p, c, extract_answer("The answer is" + c), t, []
+        for p, (c, t), pt in zip(prompts, generate(prompts, 8, stop=["\n"]), count(prompts)):
+            yield p, c, extract_answer("The answer is" + c), t, [], pt
     elif strategy == "zero_shot_cot":
         prompts = [zero_shot_cot(q) for q in qs]
         first = generate(prompts, budget, stop=["\n\n", "\nQ:"])
-        second_prompts = [zero_shot_cot_stage2(q, _reasoning(c)) for q, (c, _) in zip(qs, first)]
+        second_prompts = [zero_shot_cot_stage2(q, c) for q, (c, _) in zip(qs, first)]   # the WHOLE stage 1
         second = generate(second_prompts, 8, stop=["\n"])
-        for p, (c1, t1), (c2, t2) in zip(prompts, first, second):
-            yield p, c1 + " || " + ANSWER_TRIGGER + c2, extract_answer(ANSWER_TRIGGER + c2), t1 + t2, []
+        for p, (c1, t1), (c2, t2), pt1, pt2 in zip(prompts, first, second, count(prompts), count(second_prompts)):
+            yield p, c1 + " || " + ANSWER_TRIGGER + c2, extract_answer(ANSWER_TRIGGER + c2), t1 + t2, [], pt1 + pt2
     elif strategy == "few_shot_cot":
         prompts = [few_shot_cot(q, k) for q in qs]
-        for p, (c, t) in zip(prompts, generate(prompts, budget, stop=["\n\n", "\nQ:"])):
-            yield p, c, extract_answer(c), t, []
+        for p, (c, t), pt in zip(prompts, generate(prompts, budget, stop=["\n\n", "\nQ:"]), count(prompts)):
+            yield p, c, extract_answer(c), t, [], pt
     elif strategy == "least_to_most":
-        prompts = [least_to_most(q) for q in qs]
-        first = generate(prompts, budget // 2 + 16, stop=["\n"])
-        second_prompts = [least_to_most_stage2(q, c) for q, (c, _) in zip(qs, first)]
-        second = generate(second_prompts, budget, stop=["\n\n", "\nQ:"])
-        for p, (c1, t1), (c2, t2) in zip(prompts, first, second):
-            yield p, c1 + "\n" + LTM_SOLVE + c2, extract_answer(c2), t1 + t2, []
+        yield from least_to_most_calls(qs, generate, budget, count)
     else:  # self_consistency
         prompts = [s for q in qs for s in self_consistency(q, n)]
         outs = generate(prompts, budget, temperature=temperature, seed=seed, stop=["\n\n", "\nQ:"])
+        lengths = count(prompts)
         for i, q in enumerate(qs):
             group = outs[i * n:(i + 1) * n]
             answers = [extract_answer(c) for c, _ in group]
-            yield prompts[i * n], group[0][0], majority_vote(answers), sum(t for _, t in group), answers
+            yield (prompts[i * n], group[0][0], majority_vote(answers), sum(t for _, t in group), answers,
+                   sum(lengths[i * n:(i + 1) * n]))
+
+
+LTM_MAX_SUBQUESTIONS = 8
+
+
+def least_to_most_calls(qs, generate, budget, count=None):
+    """Zhou et al.'s two stages: decompose, then one call per sub-question (batched across problems
+    that still have one left), each with the earlier answers in its prompt, then the final answer.
+
+    Lab 08 §4 writes the prompt builders it calls; ``generate(prompts, max_new, stop=)`` is the model,
+    ``count(prompts)`` the prompt-token counter. Yields (prompt, completion, extracted, tokens, [],
+    prompt tokens) per question, as `evaluate` records them."""
+    count = count or (lambda prompts: [0] * len(prompts))
+    prompts = [least_to_most(q) for q in qs]
+    first = generate(prompts, budget // 2 + 16, stop=["\n"])
+    decomps = [c.strip() for c, _ in first]
+    subqs = [parse_subquestions(d)[:LTM_MAX_SUBQUESTIONS] or ["?"] for d in decomps]
+    tokens = [t for _, t in first]
+    ptoks = list(count(prompts))
+    answered = [[] for _ in qs]
+    per_call = max(16, budget // 2)
+    for i in range(max(len(s) for s in subqs)):
+        active = [j for j, s in enumerate(subqs) if i < len(s)]
+        step_prompts = [least_to_most_step(qs[j], decomps[j], answered[j]) for j in active]
+        outs = generate(step_prompts, per_call, stop=["\n"])
+        for j, (c, t), pt in zip(active, outs, count(step_prompts)):
+            answered[j].append(cut_subanswer(c, i + 1))
+            tokens[j] += t
+            ptoks[j] += pt
+    final_prompts = [least_to_most_final(q, d, a) for q, d, a in zip(qs, decomps, answered)]
+    finals = generate(final_prompts, 8, stop=["\n"])
+    for j, ((c, t), pt) in enumerate(zip(finals, count(final_prompts))):
+        solved = " ".join(f"{i}. {a}" for i, a in enumerate(answered[j], 1))
+        yield (prompts[j], f"{decomps[j]}\n{LTM_SOLVE} {solved} The answer is{c}",
+               extract_answer("The answer is" + c), tokens[j] + t, [], ptoks[j] + pt)
+
+
+def records_table(results: dict) -> list[dict]:
+    """One row per (strategy, problem): what `write_records` saves and `read_records` reads back."""
+    rows = []
+    for strategy, res in results.items():
+        for i, r in enumerate(res.records):
+            rows.append({"strategy": strategy, "item": i, "n_steps": r.n_steps, "gold": r.gold,
+                         "extracted": "" if r.extracted is None else r.extracted, "correct": int(r.correct),
+                         "tokens": r.tokens, "prompt_tokens": r.prompt_tokens, "question": r.question,
+                         "completion": r.completion})
+    return rows
+
+
+def write_records(results: dict, path: str | Path) -> Path:
+    """Per-problem records of a `compare` run as CSV (e.g. ``data/results/cot_smollm2.csv``)."""
+    import csv
+
+    rows = records_table(results)
+    if not rows:
+        raise LabkitError("no records to write: run compare() on at least one problem first")
+    path = Path(path)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def read_records(path: str | Path) -> dict[str, EvalResult]:
+    """The CSV of `write_records` back as {strategy: EvalResult} (paired by item order)."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise LabkitError(f"{path} does not exist; write it with `python -m labkit cot ... --records {path}`")
+    out: dict[str, list] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            out.setdefault(row["strategy"], []).append(Record(
+                row["question"], int(row["n_steps"]), "", row["completion"], row["extracted"] or None, row["gold"],
+                row["correct"] == "1", int(row["tokens"]), [], int(row["prompt_tokens"])))
+    return {s: EvalResult(s, recs) for s, recs in out.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -482,25 +602,37 @@ def main(argv: list[str]) -> int:
 
     p = cli.parser("cot", "Chain-of-thought strategies on held-out 3-step word problems (lab 08).")
     p.add_argument("--model", default=None, help="default: LABKIT_MODEL, else the committed lab-cot")
-    p.add_argument("--steps", type=int, default=3, help="reasoning steps of the problems (1-5)")
-    p.add_argument("--n", type=int, default=None, help="problems (default by profile: 12 / 100 / 100)")
+    p.add_argument("--steps", type=int, nargs="+", default=[3], help="reasoning steps of the problems (1-5; several: each)")
+    p.add_argument("--n", type=int, default=None, help="problems per step count (default by profile: 12 / 100 / 100)")
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), help="strategies to run (default all)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="reasoning budget per call (default 128)")
+    p.add_argument("--raw", action="store_true", help="raw text prompts even for a model with a chat template "
+                                                     "(completion style, as Kojima et al. and Wei et al. prompt)")
+    p.add_argument("--records", default=None, help="also write one CSV row per (strategy, problem) to this file")
     p.add_argument("--k", type=int, default=2, help="few-shot exemplars")
     p.add_argument("--samples", type=int, default=5, help="self-consistency samples")
     p.add_argument("--out", default=None, help="also write the JSON summary (with this command) to this file")
     args = p.parse_args(argv)
     profile = env.check_profile(args.profile) if args.profile else env.profile()
-    if args.steps not in range(1, 6):
-        raise LabkitError(f"--steps must be 1-5, got {args.steps}")
+    if any(s not in range(1, 6) for s in args.steps):
+        raise LabkitError(f"--steps must be 1-5, got {' '.join(map(str, args.steps))}")
+    for s in args.strategies:
+        _check_strategy(s)
     _check_cli_args(args)  # every cheap check before the model loads
+    if args.records:
+        _check_out_path(args.records, "--records")
     n = args.n or env.by_profile(12, 100, 100, profile_name=profile)
-    problems = held_out(args.steps, n)  # too few committed problems: say so before loading a model
+    problems = [p for s in args.steps for p in held_out(s, n)]  # too few committed problems: say so first
     env.seed_everything(0)
     model, tok = load_model(args.model, device=str(env.device()))
-    res = compare(model, tok, problems, k=args.k, n=args.samples, progress=not args.json)
+    res = compare(model, tok, problems, strategies=args.strategies, k=args.k, n=args.samples,
+                  progress=not args.json, max_new_tokens=args.max_new_tokens, chat=False if args.raw else None)
+    if args.records:
+        write_records(res, args.records)
     print(format_table(res))
     if args.json:
         out = {"profile": profile, "model": args.model or os.environ.get("LABKIT_MODEL") or COT_MODEL,
-               "n_steps": args.steps, "n_problems": n}
+               "n_steps": args.steps[0] if len(args.steps) == 1 else args.steps, "n_problems": len(problems)}
         for s, r in res.items():
             out[f"{s}_acc"] = round(r.accuracy, 4)
             out[f"{s}_ci"] = [round(x, 4) for x in r.ci]
@@ -511,7 +643,8 @@ def main(argv: list[str]) -> int:
 
         summary = {"command": "python -m labkit cot " + " ".join(a for a in argv if not a.startswith("--out")
                                                                   and a != args.out),
-                   "profile": profile, "n_steps": args.steps, "n_problems": n, "k": args.k, "samples": args.samples}
+                   "profile": profile, "n_steps": args.steps[0] if len(args.steps) == 1 else args.steps,
+                   "n_problems": len(problems), "k": args.k, "samples": args.samples}
         for s, r in res.items():
             summary.update({f"{s}_acc": round(r.accuracy, 4), f"{s}_ci": [round(x, 4) for x in r.ci],
                             f"{s}_tokens": round(r.mean_tokens, 1)})

@@ -122,8 +122,10 @@ def test_zero_shot_cot_runs_two_stages_with_a_stub():
         return [(" 9.", 3)]
 
     rec = P.evaluate(None, None, [APPLES], "zero_shot_cot", generate=stub, progress=False).records[0]
+    # Kojima et al.: stage 2 reads the WHOLE stage-1 output, the model's own answer sentence included
     assert prompts_seen[1] == [P.zero_shot_cot_stage2(
-        APPLES["question"], "They used 20, so 23 - 20 = 3. They bought 6 more, so 3 + 6 = 9.")]
+        APPLES["question"], "They used 20, so 23 - 20 = 3. They bought 6 more, so 3 + 6 = 9. The answer is 9.")]
+    assert prompts_seen[1][0].endswith("3 + 6 = 9. The answer is 9. Therefore, the answer (arabic numerals) is")
     assert rec.extracted == "9" and rec.correct and rec.tokens == 33
 
 
@@ -217,3 +219,135 @@ def test_cli_rejects_bad_input_in_one_line(capsys):
     assert err == "error: --steps must be 1-5, got 7"
     with pytest.raises(LabkitError, match="only 100 committed test problems have 3 steps"):
         P.held_out(3, 101)
+
+
+# --------------------------------------------------------------------------- least-to-most, one call per sub-question
+def test_least_to_most_solves_one_subquestion_per_call_with_earlier_answers():
+    calls = []
+    decomposition = " 1. How many apples after they used 20? 2. How many apples after they bought 6 more?"
+
+    def stub(prompts, max_new, temperature=0.0, seed=0, stop=None):
+        calls.append(list(prompts))
+        k = len(calls)
+        if k == 1:
+            return [(decomposition, 20)]
+        if k == 2:   # the model runs on past its sub-answer: the harness cuts at " 2. They"
+            return [(" They used 20, so 23 - 20 = 3. 2. They bought", 12)]
+        if k == 3:
+            return [(" They bought 6 more, so 3 + 6 = 9. The answer is 9.", 14)]
+        return [(" 9.", 2)]
+
+    rec = P.evaluate(None, None, [APPLES], "least_to_most", generate=stub, progress=False).records[0]
+    q, d = APPLES["question"], decomposition.strip()
+    assert len(calls) == 4                                   # decompose, 2 sub-questions, final answer
+    assert calls[1] == [P.least_to_most_step(q, d, [])]
+    assert calls[2] == [P.least_to_most_step(q, d, ["They used 20, so 23 - 20 = 3."])]
+    assert calls[2][0].endswith("Now solve them in order. 1. They used 20, so 23 - 20 = 3. 2.")
+    assert calls[3][0].endswith("2. They bought 6 more, so 3 + 6 = 9. The answer is")
+    assert rec.extracted == "9" and rec.correct and rec.tokens == 20 + 12 + 14 + 2
+
+
+def test_least_to_most_prompt_builders_exact_text():
+    q = APPLES["question"]
+    d = P.decomposition_text(APPLES)
+    head = f"Q: {q}\nA: Let's break down this problem. {d}\nNow solve them in order."
+    assert P.least_to_most_step(q, d, []) == head + " 1."
+    assert P.least_to_most_step(q, d, [" a. ", "b."]) == head + " 1. a. 2. b. 3."
+    assert P.least_to_most_final(q, d, ["a.", "b."]) == head + " 1. a. 2. b. The answer is"
+    assert P.parse_subquestions(d) == P.subquestions(APPLES)
+    assert P.parse_subquestions("no questions here") == []
+    assert P.cut_subanswer(" She gave away 8, so 12 - 8 = 4. The answer is 4.", 3) == "She gave away 8, so 12 - 8 = 4."
+    assert P.cut_subanswer(" so 4 - 2 = 2. 2. She has", 1) == "so 4 - 2 = 2."   # " 2." after "=" is a result, not a number
+
+
+def test_prompt_tokens_are_counted_per_call(cot_model):
+    model, tok = cot_model
+    res = P.evaluate(model, tok, [APPLES], "direct", progress=False)
+    want = len(tok(tok.bos_token + P.direct(APPLES["question"]), add_special_tokens=False)["input_ids"])
+    assert res.records[0].prompt_tokens == want == P.prompt_lengths(tok, [P.direct(APPLES["question"])])[0]
+    zs = P.evaluate(model, tok, [APPLES], "zero_shot_cot", progress=False).records[0]
+    stage1 = zs.completion.split(" || ")[0]
+    both = P.prompt_lengths(tok, [P.zero_shot_cot(APPLES["question"]), P.zero_shot_cot_stage2(APPLES["question"], stage1)])
+    assert zs.prompt_tokens == sum(both)
+    assert res.row()["prompt_tokens_per_problem"] == want
+
+
+def test_records_round_trip_through_csv(tmp_path):
+    def stub(prompts, max_new, temperature=0.0, seed=0, stop=None):
+        return [(' 9.\n"quoted", text', 3) for _ in prompts]
+
+    res = {"direct": P.evaluate(None, None, [APPLES, {**APPLES, "answer": 8}], "direct", generate=stub, progress=False)}
+    back = P.read_records(P.write_records(res, tmp_path / "r.csv"))
+    assert [r.correct for r in back["direct"].records] == [True, False]
+    assert [r.completion for r in back["direct"].records] == [r.completion for r in res["direct"].records]
+    assert back["direct"].records[1].gold == "8" and back["direct"].records[0].extracted == "9"
+    with pytest.raises(LabkitError, match="does not exist"):
+        P.read_records(tmp_path / "missing.csv")
+
+
+def test_eval_result_correct_feeds_the_paired_tests():
+    from labkit import stats
+
+    def stub(prompts, max_new, temperature=0.0, seed=0, stop=None):
+        return [(" 9.", 1) for _ in prompts]
+
+    probs = [APPLES, {**APPLES, "answer": 8}, APPLES]
+    a = P.evaluate(None, None, probs, "direct", generate=stub, progress=False)
+    assert a.correct == [True, False, True]
+    assert stats.mcnemar(a.correct, a.correct).p == 1.0
+
+
+# --------------------------------------------------------------------------- control pair (labkit.cot_model)
+def test_filler_document_has_the_chain_token_count_and_no_reasoning():
+    import random
+
+    from labkit import cot_model, models
+
+    _, tok = models.load("lab-tiny")
+    rng = random.Random(0)
+    stream = iter(data.word_problems(5, seed=3, split="train", n_steps=3))
+    p = data.word_problems(5, seed=3, split="train", n_steps=3)[0]
+    pieces = cot_model.document(rng, stream, "zero_shot_filler", tok)
+    prompt, answer = pieces
+    assert prompt == (P.zero_shot_cot(p["question"]), False) and answer[1] is True
+    dots = answer[0].split(" The answer is")[0].split(f" {P.ANSWER_TRIGGER}")[0]
+    assert set(dots.strip()) == {"."}
+    n = lambda t: len(tok(t, add_special_tokens=False)["input_ids"])  # noqa: E731
+    assert n(dots) == n(" " + P.reasoning_of(p))
+    assert answer[0].endswith(f" {p['answer']}.")
+    with pytest.raises(LabkitError, match="need the tokenizer"):
+        cot_model.document(rng, stream, "zero_shot_filler")
+
+
+def test_control_mixtures_differ_only_in_the_chain_kind():
+    from labkit import cot_model
+
+    eq, fi = cot_model.MIXTURES["equal"], cot_model.MIXTURES["filler"]
+    assert abs(sum(eq.values()) - 1) < 1e-12 and abs(sum(fi.values()) - 1) < 1e-12
+    assert eq["direct"] == eq["zero_shot_cot"] == fi["direct"] == fi["zero_shot_filler"]
+    assert eq["drill"] == fi["drill"] == cot_model.MIXTURE["drill"]
+    assert cot_model.control_name("filler", 2) == "lab-cot-filler-seed2"
+    with pytest.raises(LabkitError, match="unknown control mixture"):
+        cot_model.control_name("heavy", 0)
+    with pytest.raises(LabkitError, match="unknown document kind"):
+        cot_model.document(None, iter([APPLES]), "nonsense")
+
+
+def test_training_refuses_to_overwrite_a_committed_model():
+    from labkit import cot_model, models
+
+    with pytest.raises(LabkitError, match="holds a committed model; pass --force"):
+        cot_model.train_cot_model(steps=1, out=models.checkpoint_dir("lab-cot"))
+    with pytest.raises(LabkitError, match="unknown mixture"):
+        cot_model.train_cot_model(steps=1, out="/tmp/nowhere-labkit", mixture="heavy")
+
+
+@pytest.mark.parametrize("mixture", ["equal", "filler"])
+def test_committed_control_models_record_their_command(mixture):
+    from labkit import cot_model, models
+
+    for seed in (0,):   # the committed training run per mixture of lab 08 §7
+        meta = json.loads((models.checkpoint_dir(cot_model.control_name(mixture, seed)) / "training.json").read_text())
+        assert meta["command"].startswith("python -m labkit.cot_model --mixture " + mixture)
+        assert f"--seed {seed}" in meta["command"] and meta["mixture"] == cot_model.MIXTURES[mixture]
+        assert meta["steps"] == 400 and meta["seed"] == seed
