@@ -49,4 +49,10 @@ LABS = [
         "zero-shot, zero-shot-CoT, few-shot-CoT, least-to-most, self-consistency, evaluated", "larger models"),
     Lab("09", "sft_data", "Supervised fine-tuning data",
         "formats, chat templates, loss only on answer tokens, multi-turn, packing, dedup", ""),
+    Lab("10", "generation_and_repetition", "Generation and repetition",
+        "decoding processors and a KV-cache generate = transformers; repetition measured; prefill vs decode",
+        "decode speed and the CUDA caching allocator in bf16, int8 and NF4"),
+    Lab("12", "gpu_utilisation", "GPU utilisation",
+        "FLOPs per token = FlopCounterMode; MFU; three utilisation methods; profiler by operator category",
+        "the same sweep on a GPU"),
 ]
