@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import LabkitError
+from .rope import apply_rope
 
 __all__ = ["KVCache", "distinct_n", "generate", "no_repeat_ngram", "repetition_penalty", "repetition_rate",
            "temperature", "top_k", "top_p"]
@@ -217,11 +218,6 @@ def _decoder(model):
     return inner
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 def forward_logits(model, input_ids: torch.Tensor, cache: KVCache | None = None,
                    attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of the LAST position for ``input_ids`` (the new tokens), using and filling ``cache``.
@@ -252,14 +248,13 @@ def forward_logits(model, input_ids: torch.Tensor, cache: KVCache | None = None,
             mask = keys
     x = inner.embed_tokens(input_ids)
     cos, sin = inner.rotary_emb(x, position_ids=position_ids)
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     for i, layer in enumerate(inner.layers):
         attn = layer.self_attn
         h = layer.input_layernorm(x)
         q = attn.q_proj(h).view(batch, new, -1, attn.head_dim).transpose(1, 2)
         k = attn.k_proj(h).view(batch, new, -1, attn.head_dim).transpose(1, 2)
         v = attn.v_proj(h).view(batch, new, -1, attn.head_dim).transpose(1, 2)
-        q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        q, k = apply_rope(q, k, cos, sin)
         if cache is not None:
             k, v = cache.append(i, k, v)
         groups = q.shape[1] // k.shape[1]                    # grouped-query attention

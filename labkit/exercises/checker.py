@@ -60,6 +60,13 @@ class CodeExercise:
     kind = "code"
 
 
+def draw_int(gen, low: int, high: int) -> int:
+    """A random integer in [low, high] from the torch Generator ``gen`` (the code exercises' inputs)."""
+    import torch
+
+    return int(torch.randint(low, high + 1, (1,), generator=gen))
+
+
 # ----------------------------------------------------------------------------- numbers
 def check_number(name: str, ex: Exercise, answer) -> bool:
     if answer is None:

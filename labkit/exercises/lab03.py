@@ -8,7 +8,7 @@ proves equal to the plain model and to transformers), torch's own `checkpoint_se
 """
 from __future__ import annotations
 
-from .checker import CodeExercise, Exercise
+from .checker import CodeExercise, Exercise, draw_int
 
 
 # ----------------------------------------------------------------------------- code: layouts
@@ -34,17 +34,10 @@ def _labkit_every(n_layers: int, k: int) -> list[list[int]]:
     return checkpointing.apply_checkpointing(_layer_stack(n_layers), every=k)
 
 
-def _draw(gen, low: int, high: int) -> int:
-    """A random integer in [low, high]."""
-    import torch
-
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
-
-
 def _n_and_size(gen) -> tuple[int, int]:
     """A layer count and a segment size / stride; a third of the time an edge case (1, n, n + 1)."""
-    n = _draw(gen, 1, 40)
-    size = (1, n, n + 1)[_draw(gen, 0, 2)] if _draw(gen, 0, 2) == 0 else _draw(gen, 1, n)
+    n = draw_int(gen, 1, 40)
+    size = (1, n, n + 1)[draw_int(gen, 0, 2)] if draw_int(gen, 0, 2) == 0 else draw_int(gen, 1, n)
     return n, size
 
 
@@ -76,8 +69,8 @@ def _torch_sequential_plan(n_layers: int, segments: int) -> tuple[list[list[int]
 
 
 def _n_and_segments(gen) -> tuple[int, int]:
-    n = _draw(gen, 1, 40)
-    return n, (1, n)[_draw(gen, 0, 1)] if _draw(gen, 0, 3) == 0 else _draw(gen, 1, n)
+    n = draw_int(gen, 1, 40)
+    return n, (1, n)[draw_int(gen, 0, 1)] if draw_int(gen, 0, 3) == 0 else draw_int(gen, 1, n)
 
 
 # ----------------------------------------------------------------------------- code: the checkpoint
@@ -86,16 +79,16 @@ def _mlp_and_input(gen) -> tuple:
     the dropout masks, and whether the input itself needs a gradient (a frozen embedding does not)."""
     import torch
 
-    batch, width, hidden = _draw(gen, 1, 16), _draw(gen, 2, 32), _draw(gen, 2, 64)
+    batch, width, hidden = draw_int(gen, 1, 16), draw_int(gen, 2, 32), draw_int(gen, 2, 64)
     torch_state = torch.get_rng_state()
-    torch.manual_seed(_draw(gen, 0, 2**31))       # the MLP's init, reproducible from gen
+    torch.manual_seed(draw_int(gen, 0, 2**31))       # the MLP's init, reproducible from gen
     mlp = torch.nn.Sequential(torch.nn.Linear(width, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, width))
     torch.set_rng_state(torch_state)
     x = torch.randn(batch, width, generator=gen)
     mask = torch.randn(batch, width, generator=gen)
     scale = float(torch.rand(1, generator=gen)) * 2
-    p = (0.0, 0.1, 0.5)[_draw(gen, 0, 2)]
-    return mlp, x, mask, scale, p, _draw(gen, 0, 2**31), _draw(gen, 0, 3) != 0
+    p = (0.0, 0.1, 0.5)[draw_int(gen, 0, 2)]
+    return mlp, x, mask, scale, p, draw_int(gen, 0, 2**31), draw_int(gen, 0, 3) != 0
 
 
 def _mlp_gradients(ckpt, mlp, x, mask, scale, p, seed, x_needs_grad) -> dict:
@@ -138,12 +131,12 @@ def _lm_batch_and_accum(gen) -> tuple:
     from .. import models
 
     cfg = models.config("lab-tiny", num_hidden_layers=1, hidden_size=32, intermediate_size=64, head_dim=16,
-                        num_attention_heads=2, num_key_value_heads=2, vocab_size=_draw(gen, 8, 64))
-    model = models.build(cfg, device="cpu", seed=_draw(gen, 0, 2**31)).train()
-    batch_size, seq_len = _draw(gen, 1, 8), _draw(gen, 2, 24)
+                        num_attention_heads=2, num_key_value_heads=2, vocab_size=draw_int(gen, 8, 64))
+    model = models.build(cfg, device="cpu", seed=draw_int(gen, 0, 2**31)).train()
+    batch_size, seq_len = draw_int(gen, 1, 8), draw_int(gen, 2, 24)
     ids = torch.randint(0, cfg.vocab_size, (batch_size, seq_len), generator=gen)
     divisors = [d for d in range(1, batch_size + 1) if batch_size % d == 0]
-    return model, {"input_ids": ids, "labels": ids}, divisors[_draw(gen, 0, len(divisors) - 1)]
+    return model, {"input_ids": ids, "labels": ids}, divisors[draw_int(gen, 0, len(divisors) - 1)]
 
 
 def _big_batch_gradients(model, batch, accum) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .checker import CodeExercise, Exercise
+from .checker import CodeExercise, Exercise, draw_int
 
 def _int8_absmax_max_error() -> float:
     return 2.54 / (2 * 127)        # half a step; a step is absmax / 127
@@ -37,19 +37,15 @@ def _llama2_7b_nf4_gb() -> float:
 
 
 # ----------------------------------------------------------------------------- code
-def _draw(gen, low: int, high: int) -> int:
-    import torch
-
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
 def _int8_inputs(gen):
     import torch
 
-    rows, cols = _draw(gen, 1, 9), _draw(gen, 1, 40)
+    rows, cols = draw_int(gen, 1, 9), draw_int(gen, 1, 40)
     x = torch.randn(rows, cols, generator=gen) * 10 ** float(torch.empty(1).uniform_(-2, 2, generator=gen))
-    dim = None if _draw(gen, 0, 1) else -1
-    dtype = (torch.float32, torch.float16, torch.bfloat16)[_draw(gen, 0, 2)]
+    dim = None if draw_int(gen, 0, 1) else -1
+    dtype = (torch.float32, torch.float16, torch.bfloat16)[draw_int(gen, 0, 2)]
     return x.to(dtype), dim
 
 
@@ -63,11 +59,11 @@ def _weights_4bit(gen):
     """A weight matrix of whole blocks of 64, sometimes with exact zeros, in a float dtype."""
     import torch
 
-    rows, blocks = _draw(gen, 1, 6), _draw(gen, 1, 4)
+    rows, blocks = draw_int(gen, 1, 6), draw_int(gen, 1, 4)
     w = torch.randn(rows, 64 * blocks, generator=gen) * 10 ** float(torch.empty(1).uniform_(-3, 1, generator=gen))
-    if _draw(gen, 0, 1):
-        w.view(-1)[:: _draw(gen, 3, 17)] = 0.0
-    return (w.to((torch.float32, torch.bfloat16, torch.float16)[_draw(gen, 0, 2)]),)
+    if draw_int(gen, 0, 1):
+        w.view(-1)[:: draw_int(gen, 3, 17)] = 0.0
+    return (w.to((torch.float32, torch.bfloat16, torch.float16)[draw_int(gen, 0, 2)]),)
 
 
 def _bnb_4bit(quant_type):
@@ -86,7 +82,7 @@ def _merge_inputs(gen):
 
     (w,) = _weights_4bit(gen)
     w = w.float()
-    r = _draw(gen, 1, 8)
+    r = draw_int(gen, 1, 8)
     a = torch.randn(r, w.shape[1], generator=gen) * 0.05
     b = torch.randn(w.shape[0], r, generator=gen) * 0.05
     packed, absmax = quant.nf4_quantize(w)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .checker import CodeExercise, Exercise
+from .checker import CodeExercise, Exercise, draw_int
 
 
 def _mix_general_docs(g: int, d: int) -> float:
@@ -46,21 +46,17 @@ def _fisher_by_hand() -> float:
 
 
 # ----------------------------------------------------------------------------- code
-def _draw(gen, low: int, high: int) -> int:
-    import torch
-
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
 def _mix_inputs(gen):
     from fractions import Fraction
 
-    n_domain = _draw(gen, 1, 30)
-    g, d = _draw(gen, 0, 4), _draw(gen, 1, 6)
+    n_domain = draw_int(gen, 1, 30)
+    g, d = draw_int(gen, 0, 4), draw_int(gen, 1, 6)
     need = round(Fraction(g, d) * n_domain)
     domain = [f"domain document {i}" for i in range(n_domain)]
-    general = [f"general story {i}" for i in range(need + _draw(gen, 0, 5))]
-    return domain, general, Fraction(g, d), _draw(gen, 0, 10_000)
+    general = [f"general story {i}" for i in range(need + draw_int(gen, 0, 5))]
+    return domain, general, Fraction(g, d), draw_int(gen, 0, 10_000)
 
 
 def _mix_reference(domain, general, ratio, seed):
@@ -92,8 +88,8 @@ class _Out:
 def _fisher_inputs(gen):
     import torch
 
-    d_in, hidden, classes, n = _draw(gen, 2, 7), _draw(gen, 2, 9), _draw(gen, 2, 5), _draw(gen, 1, 12)
-    model = _loss_net(d_in, hidden, classes, _draw(gen, 0, 10_000))
+    d_in, hidden, classes, n = draw_int(gen, 2, 7), draw_int(gen, 2, 9), draw_int(gen, 2, 5), draw_int(gen, 1, 12)
+    model = _loss_net(d_in, hidden, classes, draw_int(gen, 0, 10_000))
     x, y = torch.randn(n, d_in, generator=gen), torch.randint(0, classes, (n,), generator=gen)
     return model, [{"x": x[i:i + 1], "y": y[i:i + 1]} for i in range(n)]
 
@@ -116,11 +112,11 @@ def _fisher_reference(model, batches):
 def _ewc_inputs(gen):
     import torch
 
-    d_in, hidden, d_out = _draw(gen, 1, 6), _draw(gen, 1, 8), _draw(gen, 1, 4)
-    torch.manual_seed(_draw(gen, 0, 10_000))
+    d_in, hidden, d_out = draw_int(gen, 1, 6), draw_int(gen, 1, 8), draw_int(gen, 1, 4)
+    torch.manual_seed(draw_int(gen, 0, 10_000))
     model = torch.nn.Sequential(torch.nn.Linear(d_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, d_out))
     names = [n for n, _ in model.named_parameters()]
-    keep = [n for n in names if _draw(gen, 0, 3)] or names[:1]      # the Fisher may cover only some parameters
+    keep = [n for n in names if draw_int(gen, 0, 3)] or names[:1]      # the Fisher may cover only some parameters
     params = dict(model.named_parameters())
     fisher = {n: torch.rand(params[n].shape, generator=gen) ** 3 for n in keep}
     anchor = {n: params[n].detach() + 0.3 * torch.randn(params[n].shape, generator=gen) for n in keep}
@@ -142,8 +138,8 @@ def _ewc_run(fn, args):
 def _gv_inputs(gen):
     import torch
 
-    b, t, v = _draw(gen, 1, 4), _draw(gen, 2, 12), _draw(gen, 3, 60)
-    k = _draw(gen, 1, v)
+    b, t, v = draw_int(gen, 1, 4), draw_int(gen, 2, 12), draw_int(gen, 3, 60)
+    k = draw_int(gen, 1, v)
     vocab = torch.randperm(v, generator=gen)[:k].sort().values
     logits = torch.randn(b, t, v, generator=gen) * float(torch.empty(1).uniform_(0.5, 6, generator=gen))
     labels = vocab[torch.randint(0, k, (b, t), generator=gen)]

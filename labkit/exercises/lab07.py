@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .checker import CodeExercise, Exercise
+from .checker import CodeExercise, Exercise, draw_int
 
 def _llama2_7b_params() -> float:
     from .. import models
@@ -18,16 +18,10 @@ def _llama2_7b_params() -> float:
     return float(models.count_params(models.build("llama-2-7b", device="meta")))
 
 
-def _draw(gen, low: int, high: int) -> int:
-    import torch
-
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
-
-
 def _numel_world(gen) -> tuple[int, int]:
     """A flat parameter's length and a world size; sometimes an edge case (0, 1, a multiple)."""
-    world = _draw(gen, 1, 16)
-    numel = (0, 1, world * _draw(gen, 1, 50), _draw(gen, 1, 10**6))[_draw(gen, 0, 3)]
+    world = draw_int(gen, 1, 16)
+    numel = (0, 1, world * draw_int(gen, 1, 50), draw_int(gen, 1, 10**6))[draw_int(gen, 0, 3)]
     return numel, world
 
 
@@ -35,9 +29,9 @@ def _per_rank_tensors(gen) -> tuple[list]:
     """World size W in 1..8 and one flat float tensor per rank, length a multiple of W."""
     import torch
 
-    world = _draw(gen, 1, 8)
-    n = world * _draw(gen, 1, 12)
-    dtype = (torch.float32, torch.float64)[_draw(gen, 0, 1)]
+    world = draw_int(gen, 1, 8)
+    n = world * draw_int(gen, 1, 12)
+    dtype = (torch.float32, torch.float64)[draw_int(gen, 0, 1)]
     return ([torch.randn(n, generator=gen, dtype=torch.float64).to(dtype) for _ in range(world)],)
 
 
@@ -49,7 +43,7 @@ def _ring_reference(per_rank):
 
 
 def _zero_inputs(gen) -> tuple[int, int, int]:
-    return _draw(gen, 0, 10**9), _draw(gen, 1, 1024), _draw(gen, 0, 3)
+    return draw_int(gen, 0, 10**9), draw_int(gen, 1, 1024), draw_int(gen, 0, 3)
 
 
 def _zero_reference(n_params, world, stage):

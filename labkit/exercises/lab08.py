@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .checker import CodeExercise, Exercise
+from .checker import CodeExercise, Exercise, draw_int
 
 def _wilson_low_30_of_50() -> float:
     """Invert the score test by bisection (independent of the closed form in labkit.prompting)."""
@@ -60,20 +60,16 @@ EXERCISES: dict[str, Exercise | CodeExercise] = {
 
 
 # ----------------------------------------------------------------------------- code
-def _draw(gen, low: int, high: int) -> int:
-    import torch
-
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
 def _pick(gen, options):
-    return options[_draw(gen, 0, len(options) - 1)]
+    return options[draw_int(gen, 0, len(options) - 1)]
 
 
 def _number_text(gen) -> str:
     """A number as a model might write it: 7, 1,234, -5, 2.50, 12.0, $18."""
-    kind = _draw(gen, 0, 5)
-    n = _draw(gen, 0, 99999)
+    kind = draw_int(gen, 0, 5)
+    n = draw_int(gen, 0, 99999)
     if kind == 0:
         return str(n)
     if kind == 1:
@@ -81,7 +77,7 @@ def _number_text(gen) -> str:
     if kind == 2:
         return f"-{n}"
     if kind == 3:
-        return f"{n}.{_draw(gen, 0, 99):02d}"
+        return f"{n}.{draw_int(gen, 0, 99):02d}"
     if kind == 4:
         return f"{n}.0"
     return f"${n}"
@@ -89,14 +85,14 @@ def _number_text(gen) -> str:
 
 def _completion_inputs(gen):
     """A completion with 0-2 answer statements in the formats the harness meets."""
-    chain = f"so {_draw(gen, 2, 99)} + {_draw(gen, 1, 25)} = {_draw(gen, 3, 124)}."
-    parts = [chain] if _draw(gen, 0, 1) else []
-    for _ in range(_draw(gen, 0, 2)):
+    chain = f"so {draw_int(gen, 2, 99)} + {draw_int(gen, 1, 25)} = {draw_int(gen, 3, 124)}."
+    parts = [chain] if draw_int(gen, 0, 1) else []
+    for _ in range(draw_int(gen, 0, 2)):
         num = _number_text(gen)
         parts.append(_pick(gen, [f"The answer is {num}.", f"the answer is: {num}", f"Therefore, the answer "
                                  f"(arabic numerals) is {num}.", f"#### {num}", f"The answer is **{num}**.",
                                  f"answer = {num}", f"The answer is {num}"]))
-    if _draw(gen, 0, 4) == 0:
+    if draw_int(gen, 0, 4) == 0:
         parts.append("The answer is unknown.")
     return (" ".join(parts),)
 
@@ -108,8 +104,8 @@ def _extract_reference(text):
 
 
 def _votes_inputs(gen):
-    pool = [str(_draw(gen, 0, 30)) for _ in range(3)] + [None]
-    return ([_pick(gen, pool) for _ in range(_draw(gen, 1, 9))],)
+    pool = [str(draw_int(gen, 0, 30)) for _ in range(3)] + [None]
+    return ([_pick(gen, pool) for _ in range(draw_int(gen, 1, 9))],)
 
 
 def _vote_reference(answers):
@@ -122,13 +118,13 @@ def _vote_reference(answers):
 def _problem(gen) -> dict:
     from .. import data
 
-    return data.word_problems(1, seed=_draw(gen, 0, 10**6), split="train", n_steps=_draw(gen, 1, 5))[0]
+    return data.word_problems(1, seed=draw_int(gen, 0, 10**6), split="train", n_steps=draw_int(gen, 1, 5))[0]
 
 
 def _stage2_inputs(gen):
     p = _problem(gen)
-    reasoning = " ".join(p["steps"][:_draw(gen, 0, len(p["steps"]))])
-    if _draw(gen, 0, 1):
+    reasoning = " ".join(p["steps"][:draw_int(gen, 0, len(p["steps"]))])
+    if draw_int(gen, 0, 1):
         reasoning += f" The answer is {p['answer']}."
     pad = _pick(gen, ["", " ", "\n", "  "])
     return p["question"], pad + reasoning + _pick(gen, ["", " ", "\n"])
@@ -144,7 +140,7 @@ def _ltm_inputs(gen):
     from .. import prompting
 
     p = _problem(gen)
-    done = _draw(gen, 0, len(p["steps"]))
+    done = draw_int(gen, 0, len(p["steps"]))
     answered = [_pick(gen, ["", " "]) + s for s in p["steps"][:done]]
     return p["question"], prompting.decomposition_text(p), answered
 
@@ -156,10 +152,10 @@ def _ltm_reference(question, decomposition, answered):
 
 
 def _mcnemar_inputs(gen):
-    n = _draw(gen, 1, 200)
-    p_a, p_b = _draw(gen, 0, 10) / 10, _draw(gen, 0, 10) / 10
-    a = [bool(_draw(gen, 0, 9) < 10 * p_a) for _ in range(n)]
-    b = [bool(_draw(gen, 0, 9) < 10 * p_b) for _ in range(n)]
+    n = draw_int(gen, 1, 200)
+    p_a, p_b = draw_int(gen, 0, 10) / 10, draw_int(gen, 0, 10) / 10
+    a = [bool(draw_int(gen, 0, 9) < 10 * p_a) for _ in range(n)]
+    b = [bool(draw_int(gen, 0, 9) < 10 * p_b) for _ in range(n)]
     return a, b
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .checker import CodeExercise, Exercise
+from .checker import CodeExercise, Exercise, draw_int
 
 def _dialogue_mask_sum(index: int, last_only: bool) -> float:
     """From the tokenizer's own {% generation %} mask (independent of labkit.sft.build_labels)."""
@@ -56,14 +56,8 @@ _TOK: list = []
 _TEMPLATE_MASK: dict = {}   # ids -> the chat template's own {% generation %} mask, filled when inputs are drawn
 
 
-def _draw(gen, low: int, high: int) -> int:
-    import torch
-
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
-
-
 def _sentence(gen, low: int = 1, high: int = 8) -> str:
-    return " ".join(_WORDS[_draw(gen, 0, len(_WORDS) - 1)] for _ in range(_draw(gen, low, high)))
+    return " ".join(_WORDS[draw_int(gen, 0, len(_WORDS) - 1)] for _ in range(draw_int(gen, low, high)))
 
 
 def _tokenizer():
@@ -78,15 +72,15 @@ def _dialogue_inputs(gen):
     """A random 1-4 turn conversation (sometimes with a system turn) rendered with the lab's chat
     template: (ids, assistant id, end id, newline id, last_turn_only)."""
     tok = _tokenizer()
-    msgs = [{"role": "system", "content": _sentence(gen)}] if _draw(gen, 0, 2) == 0 else []
-    for _ in range(_draw(gen, 1, 4)):
+    msgs = [{"role": "system", "content": _sentence(gen)}] if draw_int(gen, 0, 2) == 0 else []
+    for _ in range(draw_int(gen, 1, 4)):
         msgs += [{"role": "user", "content": _sentence(gen)}, {"role": "assistant", "content": _sentence(gen)}]
     enc = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     ids = list(enc["input_ids"])
     _TEMPLATE_MASK[tuple(ids)] = list(enc["assistant_masks"])
     newline = tok("\n", add_special_tokens=False)["input_ids"][0]
     return (ids, tok.convert_tokens_to_ids("<|assistant|>"), tok.convert_tokens_to_ids("<|end|>"), newline,
-            bool(_draw(gen, 0, 1)))
+            bool(draw_int(gen, 0, 1)))
 
 
 def _labels_reference(ids, assistant_id, end_id, newline_id, last_turn_only):
@@ -115,10 +109,10 @@ def _flatten_inputs(gen):
     import torch
 
     rows = []
-    for _ in range(_draw(gen, 1, 5)):
-        n = _draw(gen, 1, 12)
+    for _ in range(draw_int(gen, 1, 5)):
+        n = draw_int(gen, 1, 12)
         ids = torch.randint(3, 2048, (n,), generator=gen).tolist()
-        k = _draw(gen, 0, n)
+        k = draw_int(gen, 0, n)
         rows.append({"input_ids": ids, "labels": [-100] * k + ids[k:]})
     return (rows,)
 
@@ -135,7 +129,7 @@ def _minhash_inputs(gen):
     import torch
 
     text = _sentence(gen, 1, 30)
-    return text, (16, 32, 64, 128)[_draw(gen, 0, 3)], _draw(gen, 1, 4), int(torch.randint(0, 1000, (1,), generator=gen))
+    return text, (16, 32, 64, 128)[draw_int(gen, 0, 3)], draw_int(gen, 1, 4), int(torch.randint(0, 1000, (1,), generator=gen))
 
 
 def _minhash_reference(text, num_perm, n, seed):

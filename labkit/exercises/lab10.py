@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .checker import CodeExercise, Exercise
+from .checker import CodeExercise, Exercise, draw_int
 
 
 def _kv_gb(name: str) -> float:
@@ -25,16 +25,12 @@ def _decode_bound() -> float:
 
 
 # ----------------------------------------------------------------------------- code
-def _draw(gen, low: int, high: int) -> int:
-    import torch
-
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
 def _logits(gen):
     import torch
 
-    batch, vocab = _draw(gen, 1, 5), _draw(gen, 2, 80)
+    batch, vocab = draw_int(gen, 1, 5), draw_int(gen, 2, 80)
     x = torch.randn(batch, vocab, generator=gen) * float(torch.empty(1).uniform_(0.3, 5, generator=gen))
     if vocab > 8:                                            # ties and already-removed tokens
         x[:, 1:4] = x[:, :1]
@@ -45,12 +41,12 @@ def _logits(gen):
 def _ids(gen, batch: int, vocab: int):
     import torch
 
-    alphabet = min(vocab, _draw(gen, 2, 10))
-    return torch.randint(0, alphabet, (batch, _draw(gen, 1, 16)), generator=gen)
+    alphabet = min(vocab, draw_int(gen, 2, 10))
+    return torch.randint(0, alphabet, (batch, draw_int(gen, 1, 16)), generator=gen)
 
 
 def _top_p_inputs(gen):
-    p = [0.05, 0.3, 0.5, 0.8, 0.9, 0.95, 0.999, 1.0][_draw(gen, 0, 7)]
+    p = [0.05, 0.3, 0.5, 0.8, 0.9, 0.95, 0.999, 1.0][draw_int(gen, 0, 7)]
     return _logits(gen), p
 
 
@@ -62,7 +58,7 @@ def _top_p_reference(logits, p):
 
 def _penalty_inputs(gen):
     x = _logits(gen)
-    return x, _ids(gen, x.shape[0], x.shape[1]), [0.5, 0.9, 1.2, 1.5, 3.0][_draw(gen, 0, 4)]
+    return x, _ids(gen, x.shape[0], x.shape[1]), [0.5, 0.9, 1.2, 1.5, 3.0][draw_int(gen, 0, 4)]
 
 
 def _penalty_reference(logits, input_ids, penalty):
@@ -73,7 +69,7 @@ def _penalty_reference(logits, input_ids, penalty):
 
 def _ngram_inputs(gen):
     x = _logits(gen)
-    return x, _ids(gen, x.shape[0], x.shape[1]), _draw(gen, 1, 4)
+    return x, _ids(gen, x.shape[0], x.shape[1]), draw_int(gen, 1, 4)
 
 
 def _ngram_reference(logits, input_ids, n):
@@ -87,8 +83,8 @@ def _rate_inputs(gen):
 
     # at least 12 tokens from at most 3 symbols, n-grams of 1 or 2: more n-grams than distinct ones can
     # exist, so every input repeats something (a function returning 0 cannot pass)
-    length, alphabet = _draw(gen, 12, 40), _draw(gen, 1, 3)
-    return torch.randint(0, alphabet, (length,), generator=gen).tolist(), _draw(gen, 1, 2)
+    length, alphabet = draw_int(gen, 12, 40), draw_int(gen, 1, 3)
+    return torch.randint(0, alphabet, (length,), generator=gen).tolist(), draw_int(gen, 1, 2)
 
 
 def _rate_reference(tokens, n):

@@ -6,29 +6,23 @@ numbers are computed from labkit's model configs.
 """
 from __future__ import annotations
 
-from .checker import CodeExercise, Exercise
-
-
-def _draw(gen, low: int, high: int) -> int:
-    import torch
-
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
+from .checker import CodeExercise, Exercise, draw_int
 
 
 def _config(gen):
     from transformers import LlamaConfig
 
-    heads = _draw(gen, 1, 8)
-    kv = [h for h in range(1, heads + 1) if heads % h == 0][_draw(gen, 0, sum(1 for h in range(1, heads + 1)
+    heads = draw_int(gen, 1, 8)
+    kv = [h for h in range(1, heads + 1) if heads % h == 0][draw_int(gen, 0, sum(1 for h in range(1, heads + 1)
                                                                          if heads % h == 0) - 1)]
-    head_dim = 8 * _draw(gen, 1, 8)
-    return LlamaConfig(vocab_size=_draw(gen, 10, 5000), hidden_size=head_dim * heads, intermediate_size=_draw(gen, 8, 900),
-                       num_hidden_layers=_draw(gen, 1, 12), num_attention_heads=heads, num_key_value_heads=kv,
+    head_dim = 8 * draw_int(gen, 1, 8)
+    return LlamaConfig(vocab_size=draw_int(gen, 10, 5000), hidden_size=head_dim * heads, intermediate_size=draw_int(gen, 8, 900),
+                       num_hidden_layers=draw_int(gen, 1, 12), num_attention_heads=heads, num_key_value_heads=kv,
                        head_dim=head_dim)
 
 
 def _fpt_inputs(gen):
-    return (_config(gen), _draw(gen, 1, 4096), bool(_draw(gen, 0, 1)), ["eager", "sdpa"][_draw(gen, 0, 1)])
+    return (_config(gen), draw_int(gen, 1, 4096), bool(draw_int(gen, 0, 1)), ["eager", "sdpa"][draw_int(gen, 0, 1)])
 
 
 def _fpt_reference(config, seq_len, training, attn):
@@ -40,7 +34,7 @@ def _fpt_reference(config, seq_len, training, attn):
 def _mfu_inputs(gen):
     import torch
 
-    return (float(torch.empty(1).uniform_(10, 1e5, generator=gen)), _config(gen), _draw(gen, 1, 4096),
+    return (float(torch.empty(1).uniform_(10, 1e5, generator=gen)), _config(gen), draw_int(gen, 1, 4096),
             float(torch.empty(1).uniform_(1e12, 2e15, generator=gen)))
 
 
