@@ -10,11 +10,13 @@ from __future__ import annotations
 import difflib
 
 from ..errors import LabkitError
-from . import lab00, lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08, lab09, lab10, lab12
+from . import (lab00, lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08, lab09, lab10, lab11, lab12, lab13,
+               lab14, lab15, lab16)
 from .checker import CodeExercise, Exercise, check_code, check_number
 
 EXERCISES: dict[str, Exercise | CodeExercise] = {}
-for _module in (lab00, lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08, lab09, lab10, lab12):
+for _module in (lab00, lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08, lab09, lab10, lab11, lab12, lab13, lab14,
+                lab15, lab16):
     EXERCISES.update(_module.EXERCISES)
 
 
