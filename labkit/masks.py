@@ -14,6 +14,10 @@ position i, column j the key at position j:
 * **padding**: a key that is padding is never attended to (combine with any of the above).
 
 `causal_mask` equals the boolean mask transformers builds for sdpa (`masking_utils.sdpa_mask`).
+Two helpers of the same lab: `next_token_loss` (the training objective with a loss mask, equal to
+a transformers model's own ``loss`` when the mask keeps every real token) and
+`recomputed_tokens` (how many token positions a multi-turn chat pushes through the model when
+the cache can be reused, as in a causal decoder, or not, as in a prefix LM).
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ import torch
 
 from .errors import LabkitError
 
-__all__ = ["causal_mask", "combine", "encoder_decoder_masks", "padding_mask", "prefix_lm_mask", "to_additive"]
+__all__ = ["causal_mask", "combine", "encoder_decoder_masks", "next_token_loss", "padding_mask", "prefix_lm_mask",
+           "recomputed_tokens", "to_additive"]
 
 
 def _length(value, name: str, allow_zero: bool = False) -> int:
@@ -80,3 +85,39 @@ def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     """Boolean mask -> additive bias: 0 where attending, the dtype's most negative value elsewhere
     (eager attention adds it to the scores before the softmax)."""
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean negative log-likelihood of each token given the ones before it.
+
+    ``logits`` (batch, n, vocab) from a forward pass over ``input_ids`` (batch, n); position t
+    predicts token t+1. ``loss_mask`` (batch, n), True where a token *carries loss* (the answer
+    tokens of a prompt/answer pair); None: every token but the first. Averaged over the tokens
+    that carry loss, as transformers averages over labels that are not -100."""
+    if logits.dim() != 3 or input_ids.shape != logits.shape[:2]:
+        raise LabkitError(f"logits {tuple(logits.shape)} must be (batch, n, vocab) over input_ids "
+                          f"{tuple(input_ids.shape)}")
+    if loss_mask is None:
+        loss_mask = torch.ones_like(input_ids, dtype=torch.bool)
+    if loss_mask.shape != input_ids.shape:
+        raise LabkitError(f"loss_mask {tuple(loss_mask.shape)} must have the shape of input_ids {tuple(input_ids.shape)}")
+    keep = loss_mask[:, 1:].bool()
+    if not bool(keep.any()):
+        raise LabkitError("loss_mask keeps no token after the first: there is nothing to predict")
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+    return -(logp * keep).sum() / keep.sum()
+
+
+def recomputed_tokens(turns: list[tuple[int, int]], reuse_cache: bool = True) -> int:
+    """Token positions pushed through the model over a chat of ``turns`` = [(user tokens, reply tokens), ...].
+
+    ``reuse_cache=True`` (causal decoder): every token is computed once -- the cache keeps the
+    history, a new turn only adds its own tokens. ``False`` (prefix LM, whose prefix is the whole
+    history): each turn re-encodes the history and the new user message bidirectionally, then
+    decodes its reply with a cache inside the turn."""
+    total, history = 0, 0
+    for user, reply in turns:
+        user, reply = _length(user, "user tokens", allow_zero=True), _length(reply, "reply tokens", allow_zero=True)
+        total += (user if reuse_cache else history + user) + reply
+        history += user + reply
+    return total

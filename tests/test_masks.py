@@ -40,6 +40,30 @@ def test_prefix_lm_mask_by_hand_and_its_limits():
         assert torch.equal(masks.prefix_lm_mask(n, p), ref[0, 0])
 
 
+def test_next_token_loss_equals_transformers_loss():
+    from labkit import models
+    cfg = models.config("lab-tiny", hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        num_key_value_heads=2, head_dim=16)
+    model = models.build(cfg, device="cpu").eval()
+    ids = torch.randint(3, 2000, (3, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(ids, labels=ids)
+    assert torch.allclose(masks.next_token_loss(out.logits, ids), out.loss, atol=1e-6)
+    keep = torch.zeros_like(ids, dtype=torch.bool)
+    keep[:, 5:] = True
+    labels = ids.masked_fill(~keep, -100)
+    with torch.no_grad():
+        ref = model(ids, labels=labels).loss
+    assert torch.allclose(masks.next_token_loss(out.logits, ids, keep), ref, atol=1e-6)
+
+
+def test_recomputed_tokens_by_hand():
+    turns = [(5, 3), (4, 2), (6, 1)]
+    assert masks.recomputed_tokens(turns, reuse_cache=True) == 21
+    assert masks.recomputed_tokens(turns, reuse_cache=False) == 5 + 3 + (8 + 4) + 2 + (14 + 6) + 1
+    assert masks.recomputed_tokens([], reuse_cache=False) == 0
+
+
 def test_encoder_decoder_masks_shapes_and_values():
     m = masks.encoder_decoder_masks(4, 3)
     assert m["encoder"].shape == (4, 4) and bool(m["encoder"].all())
@@ -54,6 +78,10 @@ def test_encoder_decoder_masks_shapes_and_values():
     (lambda: masks.encoder_decoder_masks(2, 0), "n_tgt"),
     (lambda: masks.padding_mask(torch.ones(3)), "batch, length"),
     (lambda: masks.combine(masks.causal_mask(3), torch.ones(1, 4)), "same keys"),
+    (lambda: masks.next_token_loss(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long)), "batch, n, vocab"),
+    (lambda: masks.next_token_loss(torch.zeros(1, 3, 5), torch.zeros(1, 3, dtype=torch.long),
+                                   torch.tensor([[1, 0, 0]])), "nothing to predict"),
+    (lambda: masks.recomputed_tokens([(2, -1)]), "non-negative"),
 ])
 def test_bad_input_one_line(call, match):
     with pytest.raises(LabkitError, match=match) as err:
