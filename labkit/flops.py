@@ -34,8 +34,8 @@ import sys
 
 from .errors import LabkitError
 
-__all__ = ["ATTN_IMPLEMENTATIONS", "CATEGORIES", "flops_breakdown", "flops_per_token", "hfu", "matmul_params", "mfu",
-           "op_category", "profile_steps", "step_seconds"]
+__all__ = ["ATTN_IMPLEMENTATIONS", "CATEGORIES", "STEP_MARK", "bus_bandwidth", "comm_split", "flops_breakdown",
+           "flops_per_token", "hfu", "matmul_params", "mfu", "op_category", "profile_steps", "step_seconds"]
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 
@@ -185,14 +185,15 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------------------
 # torch.profiler: a few steps, FLOPs and time by operator category (lab 12, section 6)
 # ---------------------------------------------------------------------------
+STEP_MARK = "labkit::step"     # the record_function span `profile_steps` puts around each step
 CATEGORIES = ("matmul", "attention", "elementwise", "optimizer", "communication", "other")
 
 
 def op_category(name: str) -> str:
     """The category of an aten / profiler operator name, for a time-by-category table."""
     n = name.lower()
-    if any(k in n for k in ("all_gather", "reduce_scatter", "all_reduce", "allreduce", "broadcast", "nccl", "gloo",
-                            "c10d")):
+    if any(k in n for k in ("all_gather", "allgather", "reduce_scatter", "post_backward_reduce", "all_reduce",
+                            "allreduce", "broadcast", "nccl", "gloo", "c10d", "record_param_comms")):
         return "communication"
     if any(k in n for k in ("attention", "softmax")):
         return "attention"
@@ -226,17 +227,21 @@ def profile_steps(step, steps: int, *, trace_path=None, cuda: bool = False) -> d
     Returns ``{"flops_per_step", "seconds_per_step": {category: self time}, "events", "trace"}``:
     the FLOPs the profiler attributes to operators (matmuls), the self CPU (and, with ``cuda``,
     CUDA) time per step by `op_category`, and the Chrome-trace JSON path when ``trace_path`` is
-    given (open it in chrome://tracing or Perfetto)."""
+    given (open it in chrome://tracing or Perfetto). Each step is one ``STEP_MARK`` span in the
+    trace, which `comm_split` reads."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise LabkitError(f"steps must be a positive integer, got {steps!r}")
+    from torch.profiler import record_function
+
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with _quiet_native_stderr():
         with profile(activities=activities, with_flops=True) as prof:
             for _ in range(steps):
-                step()
+                with record_function(STEP_MARK):      # one marked span per step, for `comm_split`
+                    step()
             if cuda:
                 torch.cuda.synchronize()
         events = prof.key_averages()
@@ -249,3 +254,96 @@ def profile_steps(step, steps: int, *, trace_path=None, cuda: bool = False) -> d
             by_cat[op_category(e.key)] += t / 1e6 / steps
     return {"flops_per_step": sum(e.flops for e in events) / steps, "seconds_per_step": by_cat,
             "events": events, "trace": trace_path}
+
+
+# ---------------------------------------------------------------------------
+# Communication vs compute in a distributed step, and a collective's bandwidth (lab 12, section 7)
+# ---------------------------------------------------------------------------
+def _trace_events(trace) -> list[dict]:
+    import json
+    from pathlib import Path
+
+    if isinstance(trace, (str, Path)):
+        path = Path(trace)
+        if not path.exists():
+            raise LabkitError(f"no trace file {path}; export one with profile_steps(..., trace_path=...)")
+        trace = json.loads(path.read_text())
+    if isinstance(trace, dict):
+        trace = trace.get("traceEvents", [])
+    if not isinstance(trace, list):
+        raise LabkitError(f"a trace is a Chrome-trace path, its JSON dict or its list of events, got {type(trace).__name__}")
+    return [e for e in trace if isinstance(e, dict) and e.get("ph") == "X" and "dur" in e and "ts" in e]
+
+
+def _union_length(spans: list[tuple[float, float]]) -> float:
+    """Total length covered by ``(start, end)`` spans (nested or overlapping spans counted once)."""
+    total, end = 0.0, -math.inf
+    for lo, hi in sorted(spans):
+        if hi <= end:
+            continue
+        total += hi - max(lo, end)
+        end = hi
+    return total
+
+
+def comm_split(trace, step_name: str = STEP_MARK) -> list[dict]:
+    """Per step of a `torch.profiler` Chrome trace: how much of it the training thread spent communicating.
+
+    A step is one ``step_name`` span (`profile_steps` marks each step so). Within it:
+
+    * ``comm_s``: the time covered by communication spans (`op_category` == "communication": FSDP's
+      ``FSDP::all_gather`` / ``post_backward_reduce`` regions -- packing, the collective call and the
+      wait for it --, ``c10d::*``) on the step's own thread, nested spans counted once: the
+      communication the step could *not* hide behind compute;
+    * ``compute_s`` = ``step_s - comm_s``; ``comm_share`` = ``comm_s / step_s``;
+    * ``in_flight_s``: the time covered by communication spans on the process's other threads
+      (gloo's ``pt_gloo_runloop`` threads, where the bytes actually move) -- a collective in flight
+      while the training thread computes is overlapped, not exposed.
+
+    Returns one dict per step, in order: ``{"step_s", "comm_s", "compute_s", "comm_share",
+    "in_flight_s"}`` (seconds)."""
+    events = _trace_events(trace)
+    steps = sorted((e for e in events if e.get("name") == step_name), key=lambda e: e["ts"])
+    if not steps:
+        raise LabkitError(f"no {step_name!r} span in the trace; record the steps with labkit.flops.profile_steps "
+                          "(or wrap each in torch.profiler.record_function(step_name))")
+    comm = [e for e in events if e.get("name") != step_name and op_category(str(e.get("name", ""))) == "communication"]
+    out = []
+    for s in steps:
+        lo, hi = float(s["ts"]), float(s["ts"]) + float(s["dur"])
+        mine, other = [], []
+        for e in comm:
+            a, b = max(lo, float(e["ts"])), min(hi, float(e["ts"]) + float(e["dur"]))
+            if b <= a or e.get("pid") != s.get("pid"):
+                continue
+            (mine if e.get("tid") == s.get("tid") else other).append((a, b))
+        step_s, comm_s = (hi - lo) / 1e6, _union_length(mine) / 1e6
+        out.append({"step_s": step_s, "comm_s": comm_s, "compute_s": step_s - comm_s,
+                    "comm_share": comm_s / step_s if step_s > 0 else 0.0, "in_flight_s": _union_length(other) / 1e6})
+    return out
+
+
+_BUS_FACTOR = {  # nccl-tests' bus bandwidth: what each rank's link carries, per byte of the collective's size
+    "all_reduce": lambda n: 2 * (n - 1) / n,
+    "all_gather": lambda n: (n - 1) / n,
+    "reduce_scatter": lambda n: (n - 1) / n,
+    "broadcast": lambda n: 1.0,
+}
+
+
+def bus_bandwidth(n_bytes: float, seconds: float, world: int, kind: str = "all_reduce") -> dict[str, float]:
+    """Algorithm and bus bandwidth (bytes/s) of one collective, as nccl-tests reports them.
+
+    ``algbw`` = ``n_bytes / seconds`` (``n_bytes``: the tensor's size; for all-gather the gathered
+    output). ``busbw`` = algbw x the ring factor -- 2(n-1)/n for an all-reduce (a reduce-scatter then
+    an all-gather), (n-1)/n for all-gather and reduce-scatter --, the bytes each rank's link really
+    carries per second: comparable with the link's own speed whatever the number of ranks."""
+    if kind not in _BUS_FACTOR:
+        raise LabkitError(f"unknown collective {kind!r}; use one of {', '.join(_BUS_FACTOR)}")
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+        raise LabkitError(f"world must be a positive integer (ranks), got {world!r}")
+    for name, value in (("n_bytes", n_bytes), ("seconds", seconds)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise LabkitError(f"{name} must be a positive number, got {value!r}")
+    algbw = n_bytes / seconds
+    return {"algbw": algbw, "busbw": algbw * _BUS_FACTOR[kind](world)}

@@ -141,3 +141,119 @@ def test_profile_steps_counts_matmul_flops_and_times_categories(tmp_path, capfd)
     assert flops.op_category("aten::addmm") == "matmul" and flops.op_category("c10d::allreduce_") == "communication"
     with pytest.raises(LabkitError, match="steps"):
         flops.profile_steps(step, 0)
+
+    # every step is one STEP_MARK span: comm_split reads the trace; no collective ran -> no communication
+    split = flops.comm_split(tmp_path / "trace.json")
+    assert len(split) == 2 and all(s["comm_s"] == 0 and s["compute_s"] == s["step_s"] > 0 for s in split)
+
+
+def _x(name, ts, dur, tid=1, pid=7):
+    return {"ph": "X", "name": name, "ts": ts, "dur": dur, "pid": pid, "tid": tid, "cat": "cpu_op"}
+
+
+def test_comm_split_counts_nested_and_overlapping_communication_once():
+    trace = {"traceEvents": [
+        _x(flops.STEP_MARK, 0, 1000), _x(flops.STEP_MARK, 2000, 500),
+        _x("FSDP::all_gather (model.layers.0)", 100, 200),        # 100-300 ...
+        _x("c10d::_allgather_base_", 150, 100),                   # ... nested: counted once
+        _x("FSDP::post_backward_reduce (lm_head)", 250, 150),     # overlaps it: 300-400 is new
+        _x("aten::mm", 500, 300),                                 # compute
+        _x("gloo:all_gather", 120, 400, tid=2),                   # another thread: in flight, not exposed
+        _x("c10d::allreduce_", 1900, 200),                        # straddles the second step's start
+        _x("c10d::allreduce_", 2100, 50, pid=8),                  # another process: not this rank's
+        {"ph": "M", "name": "thread_name", "pid": 7, "tid": 2},   # metadata: ignored
+    ]}
+    first, second = flops.comm_split(trace)
+    assert first == pytest.approx({"step_s": 1e-3, "comm_s": 300e-6, "compute_s": 700e-6, "comm_share": 0.3,
+                                   "in_flight_s": 400e-6})
+    assert second["comm_s"] == pytest.approx(100e-6) and second["comm_share"] == pytest.approx(0.2)
+    assert flops.comm_split(trace["traceEvents"]) == flops.comm_split(trace)
+    for name in ("FSDP::all_gather_copy_out (model.layers.2)", "fsdp::all_gather_copy_in", "gloo:all_reduce",
+                 "FSDP::post_backward_reduce", "record_param_comms"):
+        assert flops.op_category(name) == "communication", name
+    with pytest.raises(LabkitError, match="no 'labkit::step' span"):
+        flops.comm_split({"traceEvents": [_x("aten::mm", 0, 10)]})
+    with pytest.raises(LabkitError, match="no trace file"):
+        flops.comm_split("/no/such/trace.json")
+
+
+def test_bus_bandwidth_is_nccl_tests_convention():
+    # 2 ranks: an all-reduce's bus bandwidth equals its algorithm bandwidth (2(n-1)/n = 1); 8 ranks: 1.75x
+    assert flops.bus_bandwidth(1e6, 1e-3, 2) == {"algbw": 1e9, "busbw": 1e9}
+    assert flops.bus_bandwidth(1e6, 1e-3, 8)["busbw"] == pytest.approx(1.75e9)
+    assert flops.bus_bandwidth(1e6, 1e-3, 4, "all_gather")["busbw"] == pytest.approx(0.75e9)
+    for call, match in ((lambda: flops.bus_bandwidth(1e6, 0, 2), "seconds"),
+                        (lambda: flops.bus_bandwidth(1e6, 1e-3, 0), "world"),
+                        (lambda: flops.bus_bandwidth(1e6, 1e-3, 2, "alltoall"), "unknown collective")):
+        with pytest.raises(LabkitError, match=match):
+            call()
+
+
+# ---------------------------------------------------------------------------
+# labkit/bench/mfu.py: only its CPU-side pieces can run here
+# ---------------------------------------------------------------------------
+def test_mfu_bench_parses_points_and_refuses_without_cuda(capsys, tmp_path):
+    from labkit import cli
+    from labkit.bench import mfu as bench
+
+    assert bench.parse_points("4x2048, 8X1024") == ((4, 2048), (8, 1024))
+    for bad in ("4x", "4x2048x2", "0x128", "ax1"):
+        with pytest.raises(LabkitError, match="--points"):
+            bench.parse_points(bad)
+    args = bench.parser().parse_args(["--points", "2x512,1x4096", "--steps", "4", "--quick"])
+    assert args.points == ((2, 512), (1, 4096)) and args.steps == 4 and args.quick and args.device == "cuda"
+    assert bench.parser().parse_args([]).points == bench.POINTS and bench.parser().parse_args([]).model == "llama-3.2-1b"
+    out = tmp_path / "mfu.csv"
+    argv = ["--device", "cpu", "--out", str(out)]
+    assert cli.run(bench.main, argv) == 2
+    if not torch.cuda.is_available():
+        assert cli.run(bench.main, ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert all(line.startswith("error: the MFU benchmark") for line in err) and len(err) == (
+        1 if torch.cuda.is_available() else 2)
+    assert not out.exists()
+
+
+def test_mfu_bench_measure_loop_on_cpu_with_cuda_timing_faked(monkeypatch):
+    # the timing loop itself, run on CPU: CUDA events replaced by a CPU clock, memory calls by no-ops
+    import time as _time
+
+    from labkit.bench import mfu as bench
+
+    class Event:
+        def __init__(self, enable_timing=True):
+            self.t = None
+
+        def record(self):
+            self.t = _time.perf_counter()
+
+        def elapsed_time(self, other):
+            return 1e3 * (other.t - self.t)
+
+    for name, value in (("Event", Event), ("synchronize", lambda: None), ("empty_cache", lambda: None),
+                        ("reset_peak_memory_stats", lambda: None), ("max_memory_allocated", lambda: 0)):
+        monkeypatch.setattr(torch.cuda, name, value)
+    real_autocast = torch.autocast
+    monkeypatch.setattr(torch, "autocast", lambda device_type, dtype: real_autocast("cpu", dtype=dtype))
+    cfg = models.config("lab-tiny", **bench.QUICK_MODEL)
+    row = bench.measure(cfg, 2, 16, steps=2, warmup=1, peak_flops=1e12, device="cpu")
+    assert row["status"] == "ok" and row["tokens_per_step"] == 32
+    assert row["step_ms"] == pytest.approx(row["fwd_ms"] + row["bwd_ms"] + row["opt_ms"], abs=0.05)
+    assert row["fwd_share"] + row["bwd_share"] + row["opt_share"] == pytest.approx(1, abs=1e-3)
+    assert row["mfu"] == pytest.approx(flops.mfu(row["tokens_per_s"], cfg, 16, 1e12), rel=1e-2)
+
+
+def test_fsdp_profile_script_splits_each_rank_and_zero3_moves_one_and_a_half_times_the_bytes():
+    from labkit import dist
+
+    ranks = dist.launch("fsdp_profile.py", 2, ["--layers", 1, "--steps", 1, "--batch", 2, "--seq-len", 16,
+                                               "--repeats", 1, "--iters", 2, "--sizes", 4096], echo=False)
+    assert [r["rank"] for r in ranks] == [0, 1]
+    for r in ranks:
+        arms = r["profile"]
+        for arm in ("reshard", "noreshard"):
+            (step,) = arms[arm][0]["steps"]
+            assert 0 < step["comm_share"] < 1 and step["compute_s"] > 0 and step["in_flight_s"] > 0
+        # ZeRO-3 all-gathers in forward and again in backward: 3 psi against 2 psi without resharding
+        assert arms["reshard"][0]["comm_bytes_per_step"] == pytest.approx(1.5 * arms["noreshard"][0]["comm_bytes_per_step"])
+        assert list(r["allreduce"]) == ["4096"] and len(r["allreduce"]["4096"]) == 1
