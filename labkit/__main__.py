@@ -25,6 +25,7 @@ COMMANDS = {
     "cot": ("labkit.prompting", "main", "chain-of-thought strategies on held-out word problems (lab 08)"),
     "sft": ("labkit.sft", "main", "SFT formats: render an example's loss mask (lab 09)"),
     "decode": ("labkit.decoding", "main", "repetition rate of decoding settings on held-out text (lab 10)"),
+    "rag": ("labkit.rag", "main", "recall@k of BM25, dense and hybrid retrieval on the lab corpus (lab 15)"),
     "mfu": ("labkit.flops", "main", "FLOPs per token and step time at a given MFU on a named GPU (lab 12)"),
     "index": ("labkit.interview", "main", "build labs/INTERVIEW.md: each interview question and the cell answering it"),
 }

@@ -61,10 +61,12 @@ import torch.nn.functional as F
 
 from .errors import LabkitError
 
-__all__ = ["BM25", "BiEncoder", "BufferMemory", "LengthExampleSelector", "PromptTemplate", "REACT_TEMPLATE",
-           "calculator", "contrastive_loss", "cosine_top_k", "embed", "fixed_size_chunks", "mean_pool", "mrr",
-           "parse_json_output", "react", "recall_at_k", "reciprocal_rank_fusion", "recursive_chunks",
-           "tokenize"]
+__all__ = ["BM25", "BiEncoder", "BufferMemory", "LengthExampleSelector", "PromptTemplate", "QUESTIONS",
+           "REACT_TEMPLATE", "SimilarityExampleSelector", "SummaryMemory", "answer_bearing", "answer_match",
+           "calculator", "contrastive_loss", "cosine_top_k", "embed", "fact_question", "fixed_size_chunks",
+           "hit_at_k", "is_refusal", "lab_corpus", "main", "mean_pool", "mrr", "parse_json_output", "qa_set",
+           "react", "recall_at_k", "reciprocal_rank_fusion", "recursive_chunks", "retrieval_table", "tokenize",
+           "train_bi_encoder", "training_pairs"]
 
 
 # ---------------------------------------------------------------------------
@@ -441,6 +443,15 @@ def recall_at_k(retrieved, relevant, k: int) -> float:
     return sum(len(set(ranking[:k]) & gold) / len(gold) for ranking, gold in pairs) / len(pairs)
 
 
+def hit_at_k(retrieved, relevant, k: int) -> float:
+    """Share of queries with at least one relevant id in the top k (DPR's "top-k retrieval
+    accuracy"): what a reader needs, one passage that holds the answer. Equals `recall_at_k`
+    when every query has one relevant id."""
+    _positive_int(k, "k")
+    pairs = _per_query(retrieved, relevant)
+    return sum(bool(set(ranking[:k]) & gold) for ranking, gold in pairs) / len(pairs)
+
+
 def mrr(retrieved, relevant, k: int | None = None) -> float:
     """Mean reciprocal rank: the mean over queries of 1 / (rank of the first relevant id), 0 when
     none is in the ranking (or in its first ``k``). ``mrr([[3, 1], [2, 5]], [1, 7]) == 0.25``."""
@@ -788,3 +799,307 @@ def react(generate_fn, question: str, tools: dict, max_steps: int = 5) -> dict:
         steps.append({"text": text, "action": action, "input": tool_input, "observation": observation})
         prompt += f"{text}\nObservation: {observation}\nThought:"
     return {"answer": None, "steps": steps, "prompt": prompt}
+
+
+class SimilarityExampleSelector:
+    """The ``k`` examples most similar to the new input, most similar first.
+
+    Equals ``SemanticSimilarityExampleSelector(vectorstore=InMemoryVectorStore(embeddings), k=k)``
+    with the same embedding function: each example is embedded as the space-joined values of its
+    keys sorted by name (only ``input_keys`` when given), the new input the same way, and the
+    examples are ranked by cosine similarity. ``embed_fn(list of texts) -> (n, dim)`` vectors.
+    Ties: lower index first (the in-memory store's reversed argsort lists tied examples last first).
+    """
+
+    def __init__(self, examples, embed_fn, k: int = 4, input_keys=None):
+        if not isinstance(examples, (list, tuple)) or not examples or not all(isinstance(e, dict) for e in examples):
+            raise LabkitError("examples must be a non-empty list of dicts, e.g. [{'input': ..., 'output': ...}]")
+        if not callable(embed_fn):
+            raise LabkitError("embed_fn must be a function: list of texts -> (n, dim) vectors")
+        self.examples, self.embed_fn = list(examples), embed_fn
+        self.k, self.input_keys = _positive_int(k, "k"), input_keys
+        self.vectors = _as_matrix(embed_fn([self.example_text(e) for e in self.examples]), "embed_fn(...)")
+
+    def example_text(self, example: dict) -> str:
+        keys = self.input_keys or sorted(example)
+        return " ".join(str(example[key]) for key in sorted(keys))
+
+    def select_examples(self, input_variables: dict) -> list[dict]:
+        if not isinstance(input_variables, dict):
+            raise LabkitError("input_variables must be a dict of the new input, e.g. {'input': 'big'}")
+        query = _as_matrix(self.embed_fn([self.example_text(input_variables)]), "embed_fn(...)")
+        ids = cosine_top_k(query, self.vectors, min(self.k, len(self.examples)))[0]
+        return [self.examples[i] for i in ids.tolist()]
+
+
+class SummaryMemory(BufferMemory):
+    """Chat history kept as a running summary plus the last ``keep_last`` messages.
+
+    After each reply the messages older than the last ``keep_last`` are folded into the summary
+    by ``summarize_fn(summary_so_far, lines) -> new summary`` (an LLM call in practice: that is
+    the price of a bounded prompt). ``tokens()`` counts the summary plus the kept messages, so
+    ``tokens_per_turn`` stays roughly flat where `BufferMemory`'s grows; ``summary_calls``
+    counts the extra model calls.
+    """
+
+    def __init__(self, summarize_fn, keep_last: int = 2, count_tokens=None):
+        super().__init__(count_tokens)
+        if not callable(summarize_fn):
+            raise LabkitError("summarize_fn must be a function (summary, new lines) -> summary")
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
+            raise LabkitError(f"keep_last must be an integer >= 0, got {keep_last!r}")
+        self.summarize_fn, self.keep_last = summarize_fn, keep_last
+        self.summary, self.summary_calls = "", 0
+
+    def add_ai_message(self, content: str) -> None:
+        self._add("assistant", content)
+        cut = len(self.messages) - self.keep_last
+        if cut > 0:
+            old = self.messages[:cut]
+            lines = "\n".join(f"{self._PREFIX[m['role']]}: {m['content']}" for m in old)
+            summary = self.summarize_fn(self.summary, lines)
+            _check_text(summary, "summarize_fn(...)")
+            self.summary, self.summary_calls = summary.strip(), self.summary_calls + 1
+            self.messages, self.message_tokens = self.messages[cut:], self.message_tokens[cut:]
+        self.tokens_per_turn.append(self.tokens())
+
+    def tokens(self) -> int:
+        return (self.count_tokens(self.summary) if self.summary else 0) + sum(self.message_tokens)
+
+    def buffer_string(self, human_prefix: str = "Human", ai_prefix: str = "AI") -> str:
+        recent = super().buffer_string(human_prefix, ai_prefix)
+        return f"Summary of the conversation so far: {self.summary}\n{recent}" if self.summary else recent
+
+    def clear(self) -> None:
+        super().clear()
+        self.summary, self.summary_calls = "", 0
+
+
+# ---------------------------------------------------------------------------
+# 5. the lab's retrieval task: corpus, questions, relevance, answers
+# ---------------------------------------------------------------------------
+QUESTIONS = {
+    "capital": "What is the capital of {e}?",
+    "language": "What language do people speak in {e}?",
+    "river": "Which river flows through {e}?",
+    "colour": "What colour are the feathers of the {e}?",
+    "job": "What does {e} do for a living?",
+    "born": "In which town was {e} born?",
+    "lubricant": "What is the {e} lubricated with?",
+    "weak_part": "Which part of the {e} fails first?",
+    "maker": "Which company makes the {e}?",
+    "overheat_code": "Which code does the {e} show when it overheats?",
+}
+
+
+def fact_question(entity: str, relation: str) -> str:
+    """The question that asks for a fact of `labkit.data`: ``("Veloria", "capital")`` ->
+    ``"What is the capital of Veloria?"``."""
+    if relation not in QUESTIONS:
+        raise LabkitError(f"unknown relation {relation!r}; one of {sorted(QUESTIONS)}")
+    return QUESTIONS[relation].format(e=entity)
+
+
+def lab_corpus(n_general: int, n_domain: int, seed: int = 0, real: bool = True) -> list[dict]:
+    """The documents to search: ``n_general`` stories and ``n_domain`` maintenance records of
+    `labkit.data` (they state the lab world's facts) and, with ``real``, the eight paragraphs of
+    real English of `labkit.perplexity.real_english`. Each: ``{"text", "source"}``."""
+    from . import data, perplexity
+
+    docs = [{"text": t, "source": "general"} for t in data.general_corpus(n_general, seed=seed)]
+    docs += [{"text": t, "source": "domain"} for t in data.domain_corpus(n_domain, seed=seed)]
+    if real:
+        docs += [{"text": t, "source": "real"} for t in perplexity.real_english()]
+    return docs
+
+
+def _mentions(text: str, phrase: str) -> bool:
+    return re.search(r"(?<!\w)" + re.escape(phrase.lower()) + r"(?!\w)", text.lower()) is not None
+
+
+def answer_bearing(chunks, entity: str, answer: str) -> list[int]:
+    """Ids of the chunks that name both the entity and the answer (whole words, any case): the
+    *relevant* chunks of a question, the usual definition when passages are not labelled."""
+    return [i for i, c in enumerate(chunks) if _mentions(c, entity) and _mentions(c, answer)]
+
+
+def qa_set(chunks, n: int, facts=None, present: bool = True) -> list[dict]:
+    """Up to ``n`` questions about the lab's facts, alternating world and machine facts.
+
+    ``present=True``: facts stated in some chunk (``relevant`` = the answer-bearing chunk ids);
+    ``False``: facts no chunk states (for refusals: the right reply is "I don't know").
+    Each: ``{"question", "answer", "entity", "relation", "relevant"}``.
+    """
+    from . import data
+
+    _positive_int(n, "n")
+    pools = [list(data.FACTS), list(data.DOMAIN_FACTS)] if facts is None else [list(facts)]
+    picked = [[], []]
+    for p, pool in enumerate(pools):
+        for entity, relation, answer in pool:
+            relevant = answer_bearing(chunks, entity, answer)
+            if bool(relevant) == present:
+                picked[p].append({"question": fact_question(entity, relation), "answer": answer, "entity": entity,
+                                  "relation": relation, "relevant": relevant})
+    out = []
+    for i in range(max(len(p) for p in picked)):
+        out += [p[i] for p in picked if i < len(p)]
+    return out[:n]
+
+
+_REFUSAL = re.compile(r"(do not|don't|does not|doesn't|cannot|can't|not) (know|say|mention|state|provide|"
+                      r"contain|answer|find|determine|sure)|no information|not (mentioned|stated|given|provided|"
+                      r"specified|found)|unknown|not in the (context|text)", re.IGNORECASE)
+
+
+def answer_match(reply: str, answer: str) -> bool:
+    """The reply contains the gold answer as a whole word (any case): "The capital is Marden." for
+    "Marden". (Strict exact match would fail every full-sentence reply of a small chat model.)"""
+    _check_text(reply, "reply")
+    return _mentions(reply, answer)
+
+
+def is_refusal(reply: str) -> bool:
+    """The reply declines: "I don't know", "the context does not say", "not mentioned", ..."""
+    _check_text(reply, "reply")
+    return _REFUSAL.search(reply) is not None
+
+
+def train_bi_encoder(encoder: "BiEncoder", tokenizer, pairs, steps: int, batch_size: int = 32, lr: float = 3e-3,
+                     temperature: float = 0.05, seed: int = 0) -> list[float]:
+    """Train ``encoder`` on (query, passage) pairs with `contrastive_loss` (in-batch negatives).
+
+    Each step draws ``batch_size`` pairs (a random permutation per pass) and pushes every query
+    towards its own passage and away from the other passages in the batch. Returns the loss per step.
+    """
+    if not isinstance(pairs, (list, tuple)) or len(pairs) < 2:
+        raise LabkitError("pairs must be a list of at least 2 (query, passage) tuples")
+    _positive_int(steps, "steps")
+    _positive_int(batch_size, "batch_size")
+    pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+    cache = {}
+
+    def batch(texts):
+        rows = []
+        for t in texts:
+            if t not in cache:
+                cache[t] = list(tokenizer(t)["input_ids"])[:encoder.max_len]
+            rows.append(cache[t])
+        return _pad_right(rows, pad_id)
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(encoder.parameters(), lr=lr, weight_decay=0.0)
+    encoder.train()
+    order, losses = [], []
+    size = min(batch_size, len(pairs))
+    for _ in range(steps):
+        if len(order) < size:
+            order += torch.randperm(len(pairs), generator=gen).tolist()
+        picked, order = order[:size], order[size:]
+        q_ids, q_mask = batch([pairs[i][0] for i in picked])
+        d_ids, d_mask = batch([pairs[i][1] for i in picked])
+        loss = contrastive_loss(encoder(q_ids, q_mask), encoder(d_ids, d_mask), temperature)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    encoder.eval()
+    return losses
+
+
+def training_pairs(chunks, exclude=()) -> list[tuple[str, str]]:
+    """(question, chunk) for every fact of `labkit.data` a chunk states, leaving out the facts
+    whose entity is in ``exclude`` (the evaluation questions' entities: no peeking)."""
+    from . import data
+
+    skip = set(exclude)
+    pairs = []
+    for entity, relation, answer in list(data.FACTS) + list(data.DOMAIN_FACTS):
+        if entity in skip:
+            continue
+        for i in answer_bearing(chunks, entity, answer):
+            pairs.append((fact_question(entity, relation), chunks[i]))
+    return pairs
+
+
+# ---------------------------------------------------------------------------
+# 6. `python -m labkit rag`: the retrieval table
+# ---------------------------------------------------------------------------
+def retrieval_table(profile: str, chunk_size: int = 300, chunk_overlap: int = 50, k: int = 5,
+                    dense: bool = True) -> dict:
+    """Recall@1, recall@k and MRR@10 of BM25, dense (smollm2-135m mean-pooled, if installed), a bi-encoder
+    before and after contrastive training, and hybrid (RRF of BM25 and the best dense) on the lab corpus."""
+    from . import env, models, smollm2, stats
+
+    sizes = env.by_profile(smoke=(40, 30, 16, 60), cpu=(100, 80, 48, 400), full=(200, 160, 96, 1500),
+                           profile_name=profile)
+    n_general, n_domain, n_q, steps = sizes
+    docs = lab_corpus(n_general, n_domain)
+    chunks = [c for d in docs for c in recursive_chunks(d["text"], chunk_size, chunk_overlap)]
+    qs = qa_set(chunks, n_q)
+    if not qs:
+        raise LabkitError("no question's answer is in the corpus; use a larger chunk size")
+    if k > len(chunks):
+        raise LabkitError(f"--k {k} but the corpus has {len(chunks)} chunks; pass a smaller --k")
+    depth = min(max(10, k), len(chunks))
+    relevant = [q["relevant"] for q in qs]
+    bm25 = BM25([tokenize(c) for c in chunks])
+    ranked = {"BM25": [bm25.top_k(q["question"], depth) for q in qs]}
+    use_smol = dense and smollm2.is_installed()
+    if use_smol:
+        model, tok = models.load(models.SMOLLM2)
+        ranked["dense smollm2-135m"] = cosine_top_k(embed(model, tok, [q["question"] for q in qs]),
+                                                    embed(model, tok, chunks), depth).tolist()
+    else:
+        from .tokenizer import load_tokenizer
+        tok = load_tokenizer()
+    torch.manual_seed(stats.default_seeds(profile)[0])
+    enc = BiEncoder(len(tok), dim=64, n_layers=1, max_len=512)
+    q_text = [q["question"] for q in qs]
+    ranked["bi-encoder, untrained"] = cosine_top_k(embed(enc, tok, q_text), embed(enc, tok, chunks), depth).tolist()
+    train_docs = lab_corpus(n_general, n_domain, seed=1, real=False)
+    train_chunks = [c for d in train_docs for c in recursive_chunks(d["text"], chunk_size, chunk_overlap)]
+    pairs = training_pairs(train_chunks, exclude={q["entity"] for q in qs})
+    train_bi_encoder(enc, tok, pairs, steps, seed=stats.default_seeds(profile)[0])
+    ranked["bi-encoder, trained"] = cosine_top_k(embed(enc, tok, q_text), embed(enc, tok, chunks), depth).tolist()
+    best_dense = "bi-encoder, trained"
+    ranked["hybrid (BM25 + bi-encoder, RRF)"] = [reciprocal_rank_fusion([a, b])[:depth] for a, b in
+                                                zip(ranked["BM25"], ranked[best_dense])]
+    rows = {}
+    for name, r in ranked.items():
+        per_query = [recall_at_k(x, g, k) for x, g in zip(r, relevant)]
+        lo, hi = stats.bootstrap_ci(per_query) if len(per_query) > 1 else (per_query[0], per_query[0])
+        rows[name] = {"recall@1": recall_at_k(r, relevant, 1), f"recall@{k}": recall_at_k(r, relevant, k),
+                      f"recall@{k} ci": [float(lo), float(hi)], f"hit@{k}": hit_at_k(r, relevant, k),
+                      "mrr@10": mrr(r, relevant, k=10)}
+    return {"profile": profile, "chunks": len(chunks), "questions": len(qs), "chunk_size": chunk_size,
+            "chunk_overlap": chunk_overlap, "k": k, "train_pairs": len(pairs), "train_steps": steps,
+            "smollm2": use_smol, "table": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m labkit rag``: recall@k and MRR of sparse, dense and hybrid retrieval (lab 15)."""
+    from . import cli, env
+
+    p = cli.parser("rag", "Recall@k and MRR of BM25, dense (smollm2-135m), a contrastively trained bi-encoder and "
+                          "hybrid retrieval on the lab corpus (lab 15).")
+    p.add_argument("--chunk-size", type=int, default=300, help="characters per chunk (recursive splitter)")
+    p.add_argument("--overlap", type=int, default=50, help="characters shared by neighbouring chunks")
+    p.add_argument("--k", type=int, default=5, help="recall@k")
+    p.add_argument("--no-dense", action="store_true", help="skip smollm2-135m embeddings (fast)")
+    args = p.parse_args(argv)
+    _positive_int(args.k, "--k")
+    _check_chunk_sizes(args.chunk_size, args.overlap)
+    profile = env.check_profile(args.profile) if args.profile else env.profile()
+    out = retrieval_table(profile, args.chunk_size, args.overlap, args.k, dense=not args.no_dense)
+    print(f"profile {profile}: {out['chunks']} chunks ({args.chunk_size} chars, overlap {args.overlap}), "
+          f"{out['questions']} questions; bi-encoder trained {out['train_steps']} steps on {out['train_pairs']} pairs")
+    k = args.k
+    print(f"  {'retriever':<34} {'recall@1':>9} {f'recall@{k}':>9}  {'95% interval':<16} {f'hit@{k}':>7} {'MRR@10':>7}")
+    for name, r in out["table"].items():
+        lo, hi = r[f"recall@{k} ci"]
+        print(f"  {name:<34} {r['recall@1']:>9.1%} {r[f'recall@{k}']:>9.1%}  [{lo:.0%}, {hi:.0%}]{'':<5} "
+              f"{r[f'hit@{k}']:>7.1%} {r['mrr@10']:>7.3f}")
+    if args.json:
+        cli.emit_json(out)
+    return 0

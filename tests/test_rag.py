@@ -524,3 +524,130 @@ def test_react_turns_mistakes_into_observations_and_stops_at_max_steps():
         rag.react(lambda p: 3, "q?", {"calculator": rag.calculator})
     with pytest.raises(LabkitError):
         rag.react(fake, "q?", {}, max_steps=1)
+
+
+# ---------------------------------------------------------------------------
+# 5. similarity selector, summary memory, the lab's QA task, the CLI
+# ---------------------------------------------------------------------------
+class _HashEmbeddings:
+    """A deterministic bag-of-words embedding: what matters is that both sides use the same one."""
+
+    def __call__(self, texts):
+        out = np.zeros((len(texts), 32), dtype="float32")
+        for i, t in enumerate(texts):
+            for w in rag.tokenize(t):
+                out[i, sum(map(ord, w)) % 32] += 1.0 + len(w) / 10
+            out[i, 31] += 0.01 * (i + 1)
+        return out
+
+
+def test_similarity_example_selector_equals_langchain():
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.example_selectors import SemanticSimilarityExampleSelector
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    fn = _HashEmbeddings()
+
+    class LCEmb(Embeddings):
+        def embed_documents(self, texts):
+            return fn(texts).tolist()
+
+        def embed_query(self, text):
+            return fn([text])[0].tolist()
+
+    examples = [{"input": f"{a} {b}", "output": f"{b} {a}"} for a, b in
+                [("red", "apple"), ("green", "pear"), ("blue", "sea"), ("red", "rose"), ("dark", "night"),
+                 ("river", "flows"), ("capital", "city"), ("pump", "valve")]]
+    for k in (1, 3, 5):
+        for keys in (None, ["input"]):
+            ref = SemanticSimilarityExampleSelector.from_examples(examples, LCEmb(), InMemoryVectorStore, k=k,
+                                                                  input_keys=keys)
+            ours = rag.SimilarityExampleSelector(examples, fn, k=k, input_keys=keys)
+            for new in ({"input": "red fruit"}, {"input": "city by the river"}, {"input": "night sea"}):
+                assert ours.select_examples(new) == ref.select_examples(new)
+    with pytest.raises(LabkitError):
+        rag.SimilarityExampleSelector([], fn)
+
+
+def test_summary_memory_stays_bounded_where_the_buffer_grows():
+    calls = []
+
+    def summarize(summary, lines):
+        calls.append(lines)
+        return "talked about " + str(len(calls))
+
+    buf, summ = rag.BufferMemory(), rag.SummaryMemory(summarize, keep_last=2)
+    for t in range(6):
+        for m in (buf, summ):
+            m.add_user_message(f"question number {t} about the weather")
+            m.add_ai_message(f"answer number {t} it is sunny")
+    assert buf.tokens_per_turn == [12 * (t + 1) for t in range(6)]
+    assert summ.tokens_per_turn[0] == 12 and max(summ.tokens_per_turn) <= 12 + 3
+    assert summ.summary_calls == 5 and len(summ.messages) == 2
+    assert calls[0] == "Human: question number 0 about the weather\nAI: answer number 0 it is sunny"
+    assert summ.buffer_string().startswith("Summary of the conversation so far: talked about 5\nHuman:")
+    with pytest.raises(LabkitError):
+        rag.SummaryMemory("not a function")
+
+
+def test_answer_match_and_refusal():
+    assert rag.answer_match("The capital of Veloria is Marden.", "Marden")
+    assert rag.answer_match("marden", "Marden") and not rag.answer_match("Mardens", "Marden")
+    assert rag.answer_match("It shows code E12.", "E12") and not rag.answer_match("E123", "E12")
+    for reply in ("I don't know.", "The context does not say.", "This is not mentioned in the text.",
+                  "I cannot answer that from the context.", "Unknown"):
+        assert rag.is_refusal(reply), reply
+    for reply in ("Marden.", "The pump is made by Halvik.", "It knows no bounds"):
+        assert not rag.is_refusal(reply), reply
+
+
+def test_lab_questions_have_answer_bearing_chunks_and_absent_ones_none():
+    docs = rag.lab_corpus(20, 20)
+    assert [d["source"] for d in docs].count("real") == 8
+    chunks = [c for d in docs for c in rag.recursive_chunks(d["text"], 300, 50)]
+    present, absent = rag.qa_set(chunks, 10), rag.qa_set(chunks, 10, present=False)
+    assert len(present) == 10 and len(absent) == 10
+    for q in present:
+        assert q["relevant"] and all(q["answer"].lower() in chunks[i].lower() for i in q["relevant"])
+        assert q["entity"] in q["question"] and q["question"].endswith("?")
+    assert all(not q["relevant"] for q in absent)
+    assert {q["relation"] for q in present} & {"capital", "language", "river", "colour", "job", "born"}
+    assert {q["relation"] for q in present} & {"lubricant", "weak_part", "maker", "overheat_code"}
+    pairs = rag.training_pairs(chunks, exclude={q["entity"] for q in present})
+    assert pairs and not any(q["entity"] in p[0] for q in present for p in pairs)
+    with pytest.raises(LabkitError):
+        rag.fact_question("x", "height")
+
+
+def test_hit_at_k():
+    assert rag.hit_at_k([[3, 1, 2], [2, 5, 7]], [{1, 9}, {4}], k=2) == 0.5
+    assert rag.recall_at_k([[3, 1, 2]], [{1, 9}], k=2) == 0.5 and rag.hit_at_k([[3, 1, 2]], [{1, 9}], k=2) == 1.0
+
+
+def test_train_bi_encoder_lowers_the_loss():
+    class Tok:
+        pad_token_id = 0
+
+        def __call__(self, text):
+            return {"input_ids": [1 + sum(map(ord, w)) % 40 for w in text.split()]}
+
+    pairs = [(f"who is w{i}", f"w{i} is person {i}") for i in range(16)]
+    torch.manual_seed(0)
+    enc = rag.BiEncoder(vocab_size=41, dim=16, n_layers=0, max_len=16)
+    losses = rag.train_bi_encoder(enc, Tok(), pairs, steps=60, batch_size=8, lr=1e-2)
+    assert len(losses) == 60 and sum(losses[-10:]) < sum(losses[:10])
+    with pytest.raises(LabkitError):
+        rag.train_bi_encoder(enc, Tok(), pairs[:1], steps=1)
+
+
+def test_cli_rag_table_and_one_line_errors(capsys):
+    from labkit.__main__ import main
+
+    assert main(["rag", "--profile", "smoke", "--no-dense", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"BM25", "bi-encoder, untrained", "bi-encoder, trained"} <= set(out["table"])
+    assert 0 <= out["table"]["BM25"]["recall@5"] <= 1 and out["questions"] > 0
+    for bad in (["--k", "0"], ["--chunk-size", "10", "--overlap", "20"], ["--profile", "huge"], ["--k", "x"]):
+        assert main(["rag", *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err
