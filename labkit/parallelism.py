@@ -202,7 +202,7 @@ def as_row(p: Plan) -> dict:
             "TP GB/step": round(p.tp_bytes / 1e9, 1), "TP link": p.tp_link,
             "DP GB/step": round(p.dp_bytes / 1e9, 1), "DP link": p.dp_link,
             "bubble": f"{p.bubble:.0%}", "step s": round(p.step_s, 1),
-            "comm share": f"{p.comm_s / p.step_s:.0%}"}
+            "comm share": f"{p.comm_s / p.step_s:.0%}" if p.comm_s >= 0.005 * p.step_s else "<1%"}
 
 
 __all__ = ["Cluster", "LINKS", "Plan", "SHAPES", "Shape", "as_row", "best", "plan", "plans"]
