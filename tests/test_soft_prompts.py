@@ -392,3 +392,20 @@ def test_bad_input_is_one_line(llama, call, needle):
     with pytest.raises(LabkitError) as err:
         call(llama)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- the GPU bench's code path, on CPU
+def test_bench_peft_quick_code_path(tmp_path):
+    from labkit import results
+    from labkit.bench import peft as bench
+
+    out = tmp_path / "peft.csv"
+    assert bench.main(["--quick", "--device", "cpu", "--bases", "bf16", "nf4", "--out", str(out)]) == 0
+    _, rows = results.read_csv(out)
+    assert [(r["base"], r["method"]) for r in rows] == [(b, m) for b in ("bf16", "nf4") for m in bench.METHODS]
+    by = {(r["base"], r["method"]): r for r in rows}
+    assert all(r["quantized_linears"] == 0 for r in rows if r["base"] == "bf16")
+    # a frozen layer is quantized, a trained one never: Freeze keeps its 2 layers (all of this model) in bf16
+    assert by["nf4", "Freeze last 2 layers"]["quantized_linears"] == 0
+    assert by["nf4", "LoRA r=8 q,v"]["quantized_linears"] == 2 * 7
+    assert by["nf4", "prompt tuning n=20"]["trainable_params"] == 20 * 256
