@@ -80,8 +80,8 @@ from . import data
 from .data import _FACT_QUESTIONS, _task_add  # data.instructions' own question wordings: the prompts SFT saw
 from .errors import LabkitError
 
-__all__ = ["KINDS", "LOSS_TYPES", "RewardModel", "dpo_loss", "formats", "implicit_rewards", "pairwise_loss",
-           "preference_pairs", "sequence_logps"]
+__all__ = ["IDK", "KINDS", "LOSS_TYPES", "RewardModel", "addition_reward", "dpo_loss", "formats", "group_advantages",
+           "implicit_rewards", "pair_batch", "pairwise_loss", "preference_pairs", "sequence_logps", "unknown_pairs"]
 
 KINDS = ("wrong_fact", "off_by_one", "no_stop")
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
@@ -361,3 +361,89 @@ def implicit_rewards(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: 
     policy_logps, ref_logps = _float_tensor(policy_logps, "policy_logps"), _float_tensor(ref_logps, "ref_logps")
     _same_shape({"policy_logps": policy_logps, "ref_logps": ref_logps})
     return _positive_number(beta, "beta") * (policy_logps - ref_logps).detach()
+
+
+# ---------------------------------------------------------------------------
+# helpers the lab's experiments share: batches, checkable answers, honesty pairs, GRPO advantages
+# ---------------------------------------------------------------------------
+def pair_batch(tokenizer, pairs: list[dict], device="cpu") -> dict:
+    """One right-padded batch of the pairs' chosen sequences, then their rejected ones (TRL's order).
+
+    ``{"input_ids", "attention_mask", "labels"}``: the chat-templated prompt and answer, labels
+    ``-100`` except on the answer (and its ``<|end|>``), as `labkit.sft.format_example` makes them.
+    Split per-sequence values with ``.chunk(2)``: chosen first."""
+    from . import sft
+
+    if not pairs:
+        raise LabkitError("pair_batch needs at least one pair")
+    rows = [sft.format_example({"prompt": p["prompt"], "response": p[side]}, tokenizer)
+            for side in ("chosen", "rejected") for p in pairs]
+    return sft.collate(rows, tokenizer.pad_token_id, device)
+
+
+def addition_reward(prompt: str, completion: str) -> float:
+    """A verifiable reward: 1.0 when ``completion`` is exactly the lab's sentence for the prompt's sum.
+
+    The prompt is one of `labkit.data`'s addition questions ("What is 17 plus 25?", "Add 3 and 4.");
+    the answer must be ``"17 plus 25 is 42."`` (the first two numbers of the prompt, in order)."""
+    nums = [int(x) for x in re.findall(r"\d+", prompt)]
+    if len(nums) < 2:
+        raise LabkitError(f"not an addition question (needs two numbers): {prompt!r}")
+    x, y = nums[:2]
+    return float(completion.strip() == f"{x} plus {y} is {x + y}.")
+
+
+IDK = "I don't know."
+_SYLLABLES = ("ka", "lo", "mir", "ven", "tor", "sa", "bel", "dun", "ri", "gal", "no", "xe", "qua", "zim", "pel", "or")
+
+
+def _made_up_name(rng: random.Random, words: int) -> str:
+    known = {e for e, _, _ in data.FACTS}
+    while True:
+        name = " ".join("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+                        for _ in range(words))
+        if not any(k in name or name in k for k in known):   # nor part of a real name, nor containing one
+            return name
+
+
+def unknown_pairs(n: int, seed: int = 0, *, split: str = "train") -> list[dict]:
+    """``n`` honesty pairs about entities that are in none of the lab's data (kind ``"unknown"``).
+
+    The prompt asks a fact question of `labkit.data`'s wordings about a made-up name (one the
+    corpora never mention); chosen is `IDK` ("I don't know."), rejected a confident answer with a
+    real attribute of that relation -- a hallucination. Prompts split by `labkit.data.split_of`."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise LabkitError(f"n must be a non-negative integer, got {n!r}")
+    if split not in data.SPLITS:
+        raise LabkitError(f"split must be one of {data.SPLITS}, got {split!r}")
+    rng = random.Random(f"unknown:{seed}")
+    out, seen = [], set()
+    while len(out) < n:
+        entity, relation, _ = rng.choice(data.FACTS)
+        fake = _made_up_name(rng, len(entity.split()))
+        prompt = rng.choice(_FACT_QUESTIONS[relation]).format(e=fake)
+        if data.split_of(prompt) != split or prompt in seen:
+            continue
+        seen.add(prompt)
+        attribute = rng.choice(sorted({a for _, r, a in data.FACTS if r == relation}))
+        out.append({"prompt": prompt, "chosen": IDK, "rejected": data.fact_sentence(fake, relation, attribute),
+                    "kind": "unknown"})
+    return out
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's advantage (Shao et al. 2024): each reward minus its group's mean, over the group's std + eps.
+
+    ``rewards`` is flat, ``group_size`` completions of one prompt after another; the std is the
+    unbiased one (Bessel), as TRL's ``GRPOTrainer`` (``scale_rewards="group"``) computes it. A
+    group whose rewards are all equal gets advantage 0: nothing to learn from it."""
+    rewards = _float_tensor(rewards, "rewards")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
+        raise LabkitError(f"group_size must be an integer >= 2, got {group_size!r}")
+    if rewards.dim() != 1 or rewards.numel() % group_size:
+        raise LabkitError(f"rewards must be flat with a multiple of group_size={group_size} values, "
+                          f"got shape {tuple(rewards.shape)}")
+    grouped = rewards.view(-1, group_size)
+    mean = grouped.mean(1, keepdim=True)
+    std = grouped.std(1, keepdim=True)
+    return ((grouped - mean) / (std + eps)).reshape(-1)

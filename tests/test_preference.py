@@ -341,3 +341,54 @@ def test_bad_inputs_are_one_line_errors(tok):
         with pytest.raises(LabkitError) as err:
             case()
         assert "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- the lab's shared helpers
+def test_pair_batch_is_chosen_then_rejected_with_answer_labels(tok):
+    pairs = preference.preference_pairs(3, seed=1)
+    batch = preference.pair_batch(tok, pairs)
+    assert batch["input_ids"].shape[0] == 6
+    for i, p in enumerate(pairs):
+        for row, side in ((i, "chosen"), (i + 3, "rejected")):
+            trained = batch["labels"][row][batch["labels"][row] != -100].tolist()
+            assert tok.decode(trained) == p[side] + "<|end|>"
+    with pytest.raises(LabkitError):
+        preference.pair_batch(tok, [])
+
+
+def test_addition_reward_checks_the_sum_of_the_asked_numbers():
+    assert preference.addition_reward("What is 17 plus 25?", "17 plus 25 is 42.") == 1.0
+    assert preference.addition_reward("Add 3 and 4.", " 3 plus 4 is 7. ") == 1.0
+    assert preference.addition_reward("Add 3 and 4.", "3 plus 4 is 8.") == 0.0
+    assert preference.addition_reward("Add 3 and 4.", "4 plus 3 is 7.") == 0.0
+    assert preference.addition_reward("Add 3 and 4.", "3 plus 4 is 7. 3 plus 4 is 7.") == 0.0
+    with pytest.raises(LabkitError, match="two numbers"):
+        preference.addition_reward("What is the capital of Veloria?", "x")
+
+
+def test_unknown_pairs_ask_about_names_the_lab_data_never_uses():
+    pairs = preference.unknown_pairs(40, seed=0)
+    assert pairs == preference.unknown_pairs(40, seed=0)
+    known = {e for e, _, _ in data.FACTS}
+    for p in pairs:
+        assert p["kind"] == "unknown" and p["chosen"] == preference.IDK
+        assert data.split_of(p["prompt"]) == "train"
+        assert not any(e in p["prompt"] for e in known)
+    assert len({p["prompt"] for p in pairs}) == 40
+    assert all(data.split_of(p["prompt"]) == "test" for p in preference.unknown_pairs(10, split="test"))
+
+
+def test_group_advantages_equal_grpo_trainers():
+    from trl.trainer.utils import nanstd
+
+    g = torch.Generator().manual_seed(0)
+    for rewards in (torch.randint(0, 2, (24,), generator=g).float(), torch.randn(24, generator=g)):
+        mean = torch.nanmean(rewards.view(-1, 6), dim=1).repeat_interleave(6)
+        std = nanstd(rewards.view(-1, 6), dim=1).repeat_interleave(6)
+        assert torch.allclose(preference.group_advantages(rewards, 6), (rewards - mean) / (std + 1e-4), atol=1e-6)
+    assert torch.equal(preference.group_advantages(torch.ones(4), 2), torch.zeros(4))   # no signal: 0
+    for bad in (lambda: preference.group_advantages(torch.ones(5), 2),
+                lambda: preference.group_advantages(torch.ones(4), 1),
+                lambda: preference.group_advantages([1.0, 0.0], 2)):
+        with pytest.raises(LabkitError):
+            bad()
