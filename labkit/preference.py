@@ -28,6 +28,12 @@ labkit                           TRL / transformers
 ``implicit_rewards(p, r)``       the ``rewards/chosen`` and ``rewards/rejected`` it logs
 ===============================  ==========================================================
 
+The lab's experiments share four small helpers: ``pair_batch`` (chosen rows then rejected rows,
+one padded batch, TRL's order), ``addition_reward`` (a verifiable 0/1 reward for the lab's sums:
+the on-policy step of §13), ``unknown_pairs`` (honesty pairs: a fact question about a made-up name,
+chosen ``IDK`` = "I don't know.", rejected an invented fact; §14) and ``group_advantages`` (GRPO's
+group-normalised advantage, as TRL's ``GRPOTrainer`` computes it with ``scale_rewards="group"``).
+
 **The pairs (§1)** come from the lab's own data (`labkit.data`), so the base and SFT models of
 the earlier labs have seen these prompts' kind and every answer can be checked. Chosen is always
 the right answer; rejected is one of three typical failures:
