@@ -22,6 +22,7 @@ kineto's own start/stop lines go to file descriptor 2, i.e. into torchrun's log,
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -34,6 +35,9 @@ from labkit import dist as ld
 from labkit import flops
 
 ARMS = ("reshard", "noreshard")
+# the variables a worker's rendezvous and process group read (torchrun's, torch's, gloo's and NCCL's)
+ENV_PREFIXES = ("MASTER_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NCCL_", "GLOO_",
+                "TORCH_NCCL_", "TORCH_DISTRIBUTED_", "TORCHELASTIC_RUN_ID")
 
 
 def log(w, *msg):
@@ -64,7 +68,10 @@ def profile_arm(args, w, fsdp_train, arm: str, repeat: int, trace_dir: Path) -> 
     with counter:
         prof = flops.profile_steps(step, args.steps, trace_path=trace)
     split = flops.comm_split(trace)
+    marked = [e for e in prof["events"] if e.key == flops.STEP_MARK]
     out = {"steps": split, "comm_bytes_per_step": counter.total / args.steps,
+           "wire_bytes_per_step": counter.wire_total / args.steps,
+           "profiler_step_s": sum(e.cpu_time_total for e in marked) / 1e6,   # torch's own total of the step spans
            "comm_by_kind": {k: v / args.steps for k, v in counter.bytes.items()},
            "profiler_self_s_per_step": prof["seconds_per_step"], "trace": str(trace),
            "trace_bytes": trace.stat().st_size}
@@ -124,7 +131,8 @@ def main():
     w = ld.init_worker()
     torch.set_num_threads(1)
     log(w, f"world size {w.world_size}, backend {w.backend}, device {w.device}, parts {','.join(parts)}")
-    result = {"rank": w.rank, "world_size": w.world_size, "backend": w.backend}
+    result = {"rank": w.rank, "world_size": w.world_size, "backend": w.backend,
+              "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)}}
     if "profile" in parts:
         result["profile"] = part_profile(args, w)
     if "allreduce" in parts:
