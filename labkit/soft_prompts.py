@@ -1,8 +1,8 @@
 """Soft prompts, prefixes, (IA)^3 and Freeze from scratch: fine-tuning by training almost nothing.
 
-Built in lab 13 ("Soft prompts and tiny adapters"). LoRA (lab 04) adds a low-rank update to
-chosen weights. The methods here train even fewer numbers, and each touches the model at a
-different place:
+Built in lab 13 ("The PEFT family": section 3 writes each method, section 4 checks it against
+peft). LoRA (lab 04) adds a low-rank update to chosen weights. The methods here train even
+fewer numbers, and each touches the model at a different place:
 
 =====================  ====================================================  ===========================
 labkit                 what trains                                           peft 0.21
@@ -151,7 +151,7 @@ class _VirtualTokens(nn.Module):
 
 class PromptTuning(_VirtualTokens):
     """Prompt tuning (Lester et al. 2021): ``num_virtual_tokens`` trainable embeddings in front of
-    every input; the model is frozen. Built in lab 13, section 2.
+    every input; the model is frozen. Built in lab 13, section 3.
 
     ``init`` (peft's ``prompt_tuning_init``): ``"random"`` -- N(0, 1), like any ``nn.Embedding``
     (often far from real token embeddings); ``"sample_vocab"`` -- the embeddings of random
@@ -241,7 +241,7 @@ PTuning = PromptEncoder
 # ---------------------------------------------------------------------------
 class PrefixTuning(nn.Module):
     """Prefix tuning (Li & Liang 2021) / P-tuning v2 (Liu et al. 2022): every layer gets
-    ``num_virtual_tokens`` trainable keys and values in front of its own. Built in lab 13, section 4.
+    ``num_virtual_tokens`` trainable keys and values in front of its own. Built in lab 13, section 3.
 
     The prefix has ``layers * 2 * kv_dim`` numbers per virtual token (``kv_dim = kv_heads *
     head_dim``: with grouped-query attention only the key/value heads get a prefix, as in peft):
@@ -320,7 +320,7 @@ def _features(module: nn.Module) -> tuple[int, int]:
 
 class IA3Linear(nn.Module):
     """A frozen linear layer with a learned vector ``ia3_l`` (all ones at the start). Built in
-    lab 13, section 5.
+    lab 13, section 3.
 
     ``is_feedforward=False`` (keys, values): ``y = base(x) * l`` -- one scale per output feature;
     ``is_feedforward=True`` (the MLP's down projection): ``y = base(x * l)`` -- one scale per
@@ -406,7 +406,7 @@ def _ia3_targets(model: nn.Module, target_modules, feedforward_modules) -> dict[
 
 def inject_ia3(model: nn.Module, target_modules=None, feedforward_modules=None) -> nn.Module:
     """Wrap the chosen linear layers of ``model`` in `IA3Linear` (in place), freeze everything
-    else, return ``model``. Built in lab 13, section 5.
+    else, return ``model``. Built in lab 13, section 3.
 
     Options and matching are peft's ``IA3Config``'s: ``target_modules`` names (a full name or a
     ``"." + name`` suffix), a full-match regex, or ``"all-linear"``; ``feedforward_modules`` (a
@@ -439,7 +439,7 @@ def _decoder_layers(model: nn.Module) -> nn.ModuleList:
 def freeze(model: nn.Module, last_k: int | None = None, modules=None) -> nn.Module:
     """Freeze tuning: everything frozen except the last ``last_k`` decoder layers -- or, with
     ``modules`` (e.g. ``["mlp"]``, ``["self_attn.v_proj"]``), only those modules of them. Returns
-    ``model``. Built in lab 13, section 6.
+    ``model``. Built in lab 13, section 3.
 
     ``last_k=None`` means every layer (then ``modules`` picks what trains), like LLaMA-Factory's
     ``freeze_trainable_layers`` / ``freeze_trainable_modules``. Embeddings, the final norm and the
@@ -540,7 +540,7 @@ def count_parameters(config, method: str, *, num_virtual_tokens: int = 20, encod
                      encoder_reparameterization_type: str = "MLP", encoder_num_layers: int = 2,
                      freeze_last_k: int | None = None, r: int | None = None) -> int:
     """Trainable parameters of ``method`` on a model (a transformers config or a labkit model
-    name), equal to peft's ``get_nb_trainable_parameters()[0]``. Built in lab 13, section 7.
+    name), equal to peft's ``get_nb_trainable_parameters()[0]``. Built in lab 13, section 3.
 
     It builds the model on ``meta`` (no memory) and applies labkit's own method. By formula, with
     ``n`` virtual tokens, hidden ``d``, ``L`` layers, ``kv = kv_heads * head_dim``:
