@@ -16,7 +16,8 @@ Two parts, in the same processes:
   fp32), after two untimed ones, between barriers; `labkit.flops.bus_bandwidth` turns them into
   nccl-tests' algorithm and bus bandwidth.
 
-Every rank writes one JSON result with `labkit.dist.write_result`; rank 0 prints one line per part.
+Every rank writes one JSON result with `labkit.dist.write_result` (with the rendezvous, torch, gloo and
+NCCL environment variables it saw, ``ENV_PREFIXES``); rank 0 prints one line per part.
 kineto's own start/stop lines go to file descriptor 2, i.e. into torchrun's log, never the notebook.
 """
 from __future__ import annotations
