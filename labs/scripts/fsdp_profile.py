@@ -90,6 +90,8 @@ def part_profile(args, w) -> dict:
     for repeat in range(args.repeats):
         for arm in ARMS:                                  # interleaved: drift in the machine's load hits both arms
             out[arm].append(profile_arm(args, w, fsdp_train, arm, repeat, trace_dir))
+    if args.trace_dir is None and not args.keep_traces:
+        trace_dir.rmdir()                                 # its own temporary folder, emptied by profile_arm
     shares = {arm: [sum(s["comm_s"] for s in r["steps"]) / sum(s["step_s"] for s in r["steps"]) for r in rs]
               for arm, rs in out.items()}
     log(w, "[profile] rank 0 communication share per repeat: "
