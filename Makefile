@@ -70,7 +70,7 @@ run-notebooks: install
 	$(PY) -m labkit.notebooks --profile $(PROFILE) $(NOTEBOOKS)
 
 # GPU measurements (run on a machine with an NVIDIA GPU; each writes data/results/<name>_gpu.csv)
-BENCHES := matmul memory precision checkpointing lora qlora forgetting fsdp decode
+BENCHES := matmul memory precision checkpointing lora qlora forgetting fsdp decode mfu peft
 bench: install
 	for b in $(BENCHES); do $(PY) -m labkit.bench.$$b || exit 1; done
 bench-%: install
