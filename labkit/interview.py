@@ -8,7 +8,9 @@ and ``python -m labkit index`` builds ``labs/INTERVIEW.md`` from those marks:
 * **measured**: the marked cell is a code cell with committed output (the answer is computed
   from this lab's run); a marked Markdown cell counts as measured when the code cell right after
   it has output (the heading / printout pattern the labs use);
-* **explained**: marked, but no output backs it (prose only);
+* **explained**: marked, but no output backs it (prose only) -- or the cell also carries the tag
+  ``prose:ID``: it prints an answer, but that answer is explanation the run does not measure (the
+  lab says so in the cell), so its output is not evidence for that id;
 * **missing**: no lab marks it yet.
 
 ``tests/test_interview.py`` fails if the committed index is stale, if it names an id the question
@@ -80,6 +82,11 @@ def cell_ids(cell) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+def prose_ids(cell) -> set[str]:
+    """The ids a cell answers in prose only (its ``prose:ID`` tags): explained, even when it prints."""
+    return {t[6:] for t in cell.get("metadata", {}).get("tags", []) if t.startswith("prose:")}
+
+
 def _has_output(cell) -> bool:
     return cell.get("cell_type") == "code" and any(
         o.get("output_type") != "error" and (o.get("text") or o.get("data")) for o in cell.get("outputs", []))
@@ -98,8 +105,9 @@ def answers(labs_dir: str | Path = LABS_DIR) -> list[Answer]:
             if cell.get("cell_type") == "markdown" and i + 1 < len(cells) and _has_output(cells[i + 1]):
                 evidence = i + 1
             kind = "measured" if _has_output(cells[evidence]) else "explained"
+            prose = prose_ids(cell)
             for qid in ids:
-                found.append(Answer(qid, path.name, i, cell.get("id"), kind, evidence))
+                found.append(Answer(qid, path.name, i, cell.get("id"), "explained" if qid in prose else kind, evidence))
     return found
 
 

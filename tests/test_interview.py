@@ -50,11 +50,14 @@ def test_markdown_mark_is_measured_only_with_output_after_it(tmp_path):
         {"cell_type": "code", "metadata": {}, "source": "print(2)", "outputs": [{"output_type": "stream", "text": "2"}]},
         {"cell_type": "markdown", "metadata": {"tags": ["q:MEM-02"]}, "source": "prose"},
         {"cell_type": "code", "metadata": {"tags": ["q:MEM-03"]}, "source": "x = 1", "outputs": []},
+        {"cell_type": "code", "metadata": {"tags": ["q:MEM-04", "q:MEM-05", "prose:MEM-05"]}, "source": "print(3)",
+         "outputs": [{"output_type": "stream", "text": "3"}]},
     ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     (tmp_path / "42_test.ipynb").write_text(json.dumps(nb))
     found = {a.id: a for a in interview.answers(tmp_path)}
     assert (found["MEM-01"].kind, found["MEM-01"].evidence) == ("measured", 1)
     assert found["MEM-02"].kind == "explained" and found["MEM-03"].kind == "explained"
+    assert found["MEM-04"].kind == "measured" and found["MEM-05"].kind == "explained"   # prose:ID: printed, not measured
     text = interview.render(interview.questions(), list(found.values()))
     assert "| MEM-01 |" in text and "measured" in text
     bad = [interview.Answer("NOPE-01", "42_test.ipynb", 0, None, "explained", 0)]
