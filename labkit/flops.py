@@ -230,12 +230,10 @@ def profile_steps(step, steps: int, *, trace_path=None, cuda: bool = False) -> d
     given (open it in chrome://tracing or Perfetto). Each step is one ``STEP_MARK`` span in the
     trace, which `comm_split` reads."""
     import torch
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise LabkitError(f"steps must be a positive integer, got {steps!r}")
-    from torch.profiler import record_function
-
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with _quiet_native_stderr():
         with profile(activities=activities, with_flops=True) as prof:
@@ -323,12 +321,7 @@ def comm_split(trace, step_name: str = STEP_MARK) -> list[dict]:
     return out
 
 
-_BUS_FACTOR = {  # nccl-tests' bus bandwidth: what each rank's link carries, per byte of the collective's size
-    "all_reduce": lambda n: 2 * (n - 1) / n,
-    "all_gather": lambda n: (n - 1) / n,
-    "reduce_scatter": lambda n: (n - 1) / n,
-    "broadcast": lambda n: 1.0,
-}
+_BUS_KINDS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 
 
 def bus_bandwidth(n_bytes: float, seconds: float, world: int, kind: str = "all_reduce") -> dict[str, float]:
@@ -338,12 +331,14 @@ def bus_bandwidth(n_bytes: float, seconds: float, world: int, kind: str = "all_r
     output). ``busbw`` = algbw x the ring factor -- 2(n-1)/n for an all-reduce (a reduce-scatter then
     an all-gather), (n-1)/n for all-gather and reduce-scatter --, the bytes each rank's link really
     carries per second: comparable with the link's own speed whatever the number of ranks."""
-    if kind not in _BUS_FACTOR:
-        raise LabkitError(f"unknown collective {kind!r}; use one of {', '.join(_BUS_FACTOR)}")
+    if kind not in _BUS_KINDS:
+        raise LabkitError(f"unknown collective {kind!r}; use one of {', '.join(_BUS_KINDS)}")
     if isinstance(world, bool) or not isinstance(world, int) or world < 1:
         raise LabkitError(f"world must be a positive integer (ranks), got {world!r}")
     for name, value in (("n_bytes", n_bytes), ("seconds", seconds)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise LabkitError(f"{name} must be a positive number, got {value!r}")
+    from .dist import ring_wire_bytes    # the ring's bytes per rank, lab 07 section 8
+
     algbw = n_bytes / seconds
-    return {"algbw": algbw, "busbw": algbw * _BUS_FACTOR[kind](world)}
+    return {"algbw": algbw, "busbw": algbw if kind == "broadcast" else ring_wire_bytes(kind, algbw, world)}

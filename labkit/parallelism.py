@@ -143,7 +143,7 @@ def plan(shape: Shape, cluster: Cluster, tp: int, pp: int, zero_stage: int = 1, 
                           f"(got tp={tp}, pp={pp})")
     if not 0 < mfu <= 1:
         raise LabkitError(f"mfu must be in (0, 1], got {mfu!r}")
-    from .dist import comm_volume, zero_memory
+    from .dist import bubble_fraction, comm_volume, zero_memory
 
     dp = cluster.gpus // (tp * pp)
     if global_batch % (dp * micro_batch):
@@ -165,8 +165,6 @@ def plan(shape: Shape, cluster: Cluster, tp: int, pp: int, zero_stage: int = 1, 
     comm_s = sum(n / LINKS[link] for n, link in zip((tp_bytes, pp_bytes, dp_bytes), links))
     tokens = global_batch * seq_len
     compute_s = (8 if recompute else 6) * shape.params * tokens / (cluster.gpus * cluster.peak_tflops * 1e12 * mfu)
-    from .dist import bubble_fraction
-
     fits = states + activations <= cluster.memory_gb * 1e9
     return Plan(tp, pp, dp, zero_stage, m, states, activations, tp_bytes, pp_bytes, dp_bytes, *links,
                 bubble_fraction(pp, m), compute_s, comm_s, fits)
@@ -175,8 +173,8 @@ def plan(shape: Shape, cluster: Cluster, tp: int, pp: int, zero_stage: int = 1, 
 def plans(shape: Shape, cluster: Cluster, *, zero_stages=(1, 3), **kwargs) -> list[Plan]:
     """Every valid (tp, pp, zero stage) layout of the cluster, fastest first; those that fit first.
 
-    ``tp`` runs over the divisors of the heads up to 8 per node's width, ``pp`` over the divisors
-    of the layers; keyword arguments go to `plan`."""
+    ``tp`` runs over the divisors of the heads, ``pp`` over the divisors of the layers (both
+    dividing the GPUs); keyword arguments go to `plan`."""
     out = []
     for tp, pp in itertools.product(range(1, cluster.gpus + 1), repeat=2):
         if cluster.gpus % (tp * pp) or shape.heads % tp or shape.layers % pp:

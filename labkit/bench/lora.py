@@ -59,11 +59,14 @@ def _with_labkit(model, r: int, alpha: float, targets):
     return model, lambda: lora.unload_lora(model)
 
 
-def measure(model, batch: dict, steps: int, warmup: int) -> dict:
-    """Median seconds per AdamW step over ``steps`` timed steps, and the peak CUDA memory."""
+def measure(model, batch: dict, steps: int, warmup: int, *, lr: float = 1e-4, autocast_dtype=None) -> dict:
+    """Median seconds per AdamW step over ``steps`` timed steps, and the peak CUDA memory.
+
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward under `torch.autocast`; the
+    PEFT-family bench (`labkit.bench.peft`) times its methods with this same loop."""
     device = batch["input_ids"].device
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW(params, lr=lr)
     model.train()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -72,7 +75,8 @@ def measure(model, batch: dict, steps: int, warmup: int) -> dict:
     for i in range(warmup + steps):
         _sync(device)
         t0 = time.perf_counter()
-        loss = model(**batch).loss
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = model(**batch).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

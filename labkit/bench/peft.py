@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import sys
-import time
 
 import torch
 
 from .. import cli, env, lora, models, quant, results
 from .. import soft_prompts as sp
+from . import lora as lora_bench   # the timing loop: one AdamW step, median over the timed steps
 from ..errors import LabkitError
 
 BASES = ("bf16", "int8", "nf4")
@@ -105,36 +104,6 @@ def quantize_frozen(model, base: str) -> int:
     return len(names)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def measure(model, batch: dict, device: torch.device, steps: int, warmup: int) -> dict:
-    """Median seconds per AdamW step and the CUDA peak over the timed steps."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5)
-    model.train()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(warmup + steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
-    return {"step_s": statistics.median(times), "peak_bytes": peak, "trainable": sum(p.numel() for p in params),
-            "loss": float(loss.item())}
-
-
 def run(model_name: str = "llama-2-7b", bases=BASES, methods=tuple(METHODS), steps: int = 5, warmup: int = 2,
         device: str = "cuda", quick: bool = False) -> list[dict]:
     device = torch.device(device)
@@ -154,8 +123,8 @@ def run(model_name: str = "llama-2-7b", bases=BASES, methods=tuple(METHODS), ste
             model = models.build(cfg, device=device, dtype=torch.bfloat16, seed=0)
             wrapped = apply(model, method, options)
             swapped = quantize_frozen(wrapped, base)
-            m = measure(wrapped, batch, device, steps, warmup)
-            rows.append({"model": model_name, "base": base, "method": name, "trainable_params": m["trainable"],
+            m = lora_bench.measure(wrapped, batch, steps, warmup, lr=1e-5, autocast_dtype=torch.bfloat16)
+            rows.append({"model": model_name, "base": base, "method": name, "trainable_params": m["trainable_params"],
                          "quantized_linears": swapped, "batch_size": batch_size, "seq_len": seq_len,
                          "step_ms": round(1000 * m["step_s"], 2),
                          "tokens_per_s": round(batch_size * seq_len / m["step_s"]),
