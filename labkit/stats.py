@@ -300,9 +300,9 @@ class SeedsResult:
 
     def __str__(self) -> str:
         if self.n == 1:
-            return f"{self.mean:.4g} (one seed: no interval)"
+            return f"{self.mean:.4g} (one run: no interval)"
         return (f"{self.mean:.4g} ± {(self.high - self.low) / 2:.2g} "
-                f"[{self.low:.4g}, {self.high:.4g}] (95% t-interval, {self.n} seeds)")
+                f"[{self.low:.4g}, {self.high:.4g}] (95% t-interval, {self.n} runs)")
 
 
 def _as_number(x, seed) -> float:
