@@ -120,10 +120,36 @@ def exemplars(k: int) -> list[dict]:
     return [data.word_problems(1, seed=1000 + i, split="train", n_steps=s)[0] for i, s in enumerate(steps[:k])]
 
 
-def few_shot_cot(question: str, k: int = 2) -> str:
-    """k worked exemplars, then the question; the model continues with its own chain."""
-    shots = [f"{qa_prefix(e['question'])} {e['solution']}" for e in exemplars(k)]
-    return "\n\n".join(shots + [qa_prefix(question)])
+def few_shot_cot(question: str, k: int = 2, shots: list[dict] | None = None) -> str:
+    """k worked exemplars (the fixed ones, or ``shots`` in the order given), then the question;
+    the model continues with its own chain."""
+    shots = exemplars(k) if shots is None else shots
+    blocks = [f"{qa_prefix(e['question'])} {e['solution']}" for e in shots]
+    return "\n\n".join(blocks + [qa_prefix(question)])
+
+
+def exemplar_sets(n_sets: int, k: int = 2, seed: int = 0, steps=(1, 2, 3, 4)) -> list[list[dict]]:
+    """``n_sets`` random sets of ``k`` worked exemplars from the *train* split (each exemplar's
+    step count drawn from ``steps``), none repeating the fixed `exemplars` or each other: the
+    "which exemplars?" choice that few-shot CoT's accuracy depends on (Wei et al. 2022, §3.4)."""
+    import random
+
+    from . import data
+
+    if n_sets < 1 or k < 1:
+        raise LabkitError(f"need n_sets >= 1 and k >= 1, got n_sets={n_sets}, k={k}")
+    rng = random.Random(seed)
+    seen = {e["question"] for e in exemplars(len(EXEMPLAR_STEPS))}
+    out = []
+    for _ in range(n_sets):
+        chosen = []
+        while len(chosen) < k:
+            e = data.word_problems(1, seed=rng.randrange(10**6), split="train", n_steps=rng.choice(steps))[0]
+            if e["question"] not in seen:
+                seen.add(e["question"])
+                chosen.append(e)
+        out.append(chosen)
+    return out
 
 
 def least_to_most(question: str) -> str:
@@ -219,6 +245,118 @@ def majority_vote(answers: list[str | None]) -> str | None:
     """Self-consistency's vote: the most frequent non-None answer (ties: the one seen first)."""
     counts = Counter(a for a in answers if a is not None)
     return counts.most_common(1)[0][0] if counts else None
+
+
+# ---------------------------------------------------------------------------
+# Several prompts on the same problems: do they differ? (few-shot CoT's instability)
+# ---------------------------------------------------------------------------
+def chi2_sf(x: float, df: int) -> float:
+    """P(X >= x) for X ~ chi-square(df): the regularized upper incomplete gamma Q(df/2, x/2)
+    (series for x < df/2 + 1, Lentz continued fraction beyond; no scipy needed)."""
+    if df < 1:
+        raise LabkitError(f"df must be >= 1, got {df}")
+    if x <= 0:
+        return 1.0
+    a, z = df / 2, x / 2
+    log_front = a * math.log(z) - z - math.lgamma(a)
+    if z < a + 1:   # lower series: P = front * sum z^n / (a (a+1) ... (a+n))
+        term = total = 1.0 / a
+        for i in range(1, 1000):
+            term *= z / (a + i)
+            total += term
+            if term < total * 1e-16:
+                break
+        return max(0.0, 1.0 - math.exp(log_front) * total)
+    tiny = 1e-300   # upper continued fraction (modified Lentz)
+    b = z + 1 - a
+    c, d = 1 / tiny, 1 / b
+    h = d
+    for i in range(1, 1000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1 / d
+        h *= d * c
+        if abs(d * c - 1) < 1e-16:
+            break
+    return min(1.0, math.exp(log_front) * h)
+
+
+@dataclass(frozen=True)
+class CochranResult:
+    """Cochran's Q for m prompts scored on the same n problems (0/1 each)."""
+    q: float
+    df: int
+    p: float
+    n: int          # problems
+    informative: int  # problems that some prompts got right and others wrong (only these carry Q)
+
+
+def cochran_q(correct_by_prompt) -> CochranResult:
+    """Cochran's Q test that m >= 2 prompts have the same accuracy on the same problems.
+
+    ``correct_by_prompt[j][i]``: did prompt j solve problem i. With column totals C_j (per prompt),
+    row totals R_i (per problem), N = sum C_j:
+    Q = (m - 1) (m sum C_j^2 - N^2) / (m N - sum R_i^2), chi-square with m - 1 df under the null.
+    For m = 2 it is McNemar's chi-square without continuity correction, (b - c)^2 / (b + c).
+    No problem that splits the prompts: Q = 0, p = 1."""
+    rows = [[bool(v) for v in col] for col in correct_by_prompt]
+    m = len(rows)
+    if m < 2:
+        raise LabkitError(f"Cochran's Q needs at least 2 prompts, got {m}")
+    n = len(rows[0])
+    if n == 0 or any(len(r) != n for r in rows):
+        raise LabkitError(f"every prompt needs a result on the same problems; got lengths {[len(r) for r in rows]}")
+    col = [sum(r) for r in rows]
+    row = [sum(r[i] for r in rows) for i in range(n)]
+    big_n = sum(col)
+    denom = m * big_n - sum(x * x for x in row)
+    informative = sum(0 < x < m for x in row)
+    if denom == 0:
+        return CochranResult(0.0, m - 1, 1.0, n, informative)
+    q = (m - 1) * (m * sum(c * c for c in col) - big_n ** 2) / denom
+    return CochranResult(float(q), m - 1, chi2_sf(q, m - 1), n, informative)
+
+
+@dataclass(frozen=True)
+class SpreadResult:
+    """How far m prompts' accuracies on the same problems spread, against a null of no prompt effect."""
+    accuracies: tuple
+    sd: float               # SD of the m accuracies (ddof=1)
+    spread: float           # max - min accuracy
+    binomial_sd: float      # sqrt(p(1-p)/n) at the mean accuracy: the SD if each prompt had fresh problems
+    null_sd: float          # mean SD under the permutation null (same problems, prompt labels exchangeable)
+    p_spread: float         # permutation p of max - min (one test over all pairs: no multiple comparisons)
+    n_perm: int
+
+
+def prompt_spread(correct_by_prompt, n_perm: int = 10_000, seed: int = 0) -> SpreadResult:
+    """Spread of m prompts' accuracies on the same n problems, with a permutation test.
+
+    Null: the prompt does not matter, so on each problem the m results are exchangeable; shuffle
+    them within every problem (``n_perm`` times), recompute max - min accuracy, and count how often
+    it reaches the observed spread. Testing the *range* once answers "best vs worst" without
+    picking the pair after looking (which a plain paired test of the best and worst would do)."""
+    import numpy as np
+
+    table = np.asarray([[bool(v) for v in col] for col in correct_by_prompt], dtype=float)  # m x n
+    m, n = table.shape
+    if m < 2 or n < 1:
+        raise LabkitError(f"need >= 2 prompts on >= 1 problem, got {m} x {n}")
+    acc = table.mean(1)
+    obs = acc.max() - acc.min()
+    rng = np.random.default_rng(seed)
+    keys = rng.random((n_perm, m, n))
+    perm = np.take_along_axis(np.broadcast_to(table, (n_perm, m, n)), keys.argsort(1), 1)
+    pacc = perm.mean(2)
+    pspread = pacc.max(1) - pacc.min(1)
+    p_bar = float(acc.mean())
+    return SpreadResult(tuple(float(a) for a in acc), float(acc.std(ddof=1)), float(obs),
+                        math.sqrt(p_bar * (1 - p_bar) / n), float(pacc.std(1, ddof=1).mean()),
+                        float((1 + np.sum(pspread >= obs - 1e-12)) / (1 + n_perm)), n_perm)
 
 
 # ---------------------------------------------------------------------------
@@ -400,15 +538,18 @@ def _model_texts(tokenizer, prompts: list[str], chat: bool | None) -> list[str]:
 
 def evaluate(model, tokenizer, problems: list[dict], strategy: str, *, k: int = 2, n: int = 5,
              temperature: float = 0.7, max_new_tokens: int | None = None, batch_size: int = 16,
-             seed: int = 0, progress: bool = True, chat: bool | None = None, generate=None) -> EvalResult:
+             seed: int = 0, progress: bool = True, chat: bool | None = None, generate=None,
+             shots: list[dict] | None = None) -> EvalResult:
     """Run one prompting strategy on ``problems`` (dicts with "question" and "answer").
 
-    Parameters by strategy: ``k`` exemplars for few_shot_cot, ``n`` samples at ``temperature``
-    for self_consistency. ``max_new_tokens`` is the reasoning budget (default 128).
+    Parameters by strategy: ``k`` exemplars for few_shot_cot (or ``shots``, your own exemplars in
+    your order), ``n`` samples at ``temperature`` for self_consistency. ``max_new_tokens`` is the reasoning budget (default 128).
     ``generate(prompts, max_new_tokens, temperature=, seed=, stop=)`` replaces the model
     (tests use a stub); by default `generate_batch` with ``model`` and ``tokenizer``.
     """
     _check_strategy(strategy)
+    if shots is not None and strategy != "few_shot_cot":
+        raise LabkitError(f"shots= is for strategy='few_shot_cot', not {strategy!r}")
     budget = max_new_tokens or 128
     if generate is None:
         def generate(prompts, max_new, temperature=0.0, seed=seed, stop=None):
@@ -425,16 +566,16 @@ def evaluate(model, tokenizer, problems: list[dict], strategy: str, *, k: int = 
         qs, gs = questions[start:start + batch_size], golds[start:start + batch_size]
         steps = [p.get("n_steps", 0) for p in problems[start:start + batch_size]]
         for q, g, s, (prompt, completion, answer, tokens, samples, ptoks) in zip(
-                qs, gs, steps, _run(strategy, qs, generate, budget, k, n, temperature, seed + start, count)):
+                qs, gs, steps, _run(strategy, qs, generate, budget, k, n, temperature, seed + start, count, shots)):
             records.append(Record(q, s, prompt, completion, answer, g, answer == g, tokens, samples, ptoks))
         bar.update(len(qs))
     bar.close()
-    params = {"k": k} if strategy == "few_shot_cot" else {"n": n, "temperature": temperature} \
+    params = {"k": len(shots) if shots is not None else k} if strategy == "few_shot_cot" else {"n": n, "temperature": temperature} \
         if strategy == "self_consistency" else {}
     return EvalResult(strategy, records, params)
 
 
-def _run(strategy, qs, generate, budget, k, n, temperature, seed, count=None):
+def _run(strategy, qs, generate, budget, k, n, temperature, seed, count=None, shots=None):
     """Yield (prompt, completion, extracted, tokens, samples, prompt tokens) for a batch of questions."""
     count = count or (lambda prompts: [0] * len(prompts))
     if strategy == "direct":
@@ -449,7 +590,7 @@ def _run(strategy, qs, generate, budget, k, n, temperature, seed, count=None):
         for p, (c1, t1), (c2, t2), pt1, pt2 in zip(prompts, first, second, count(prompts), count(second_prompts)):
             yield p, c1 + " || " + ANSWER_TRIGGER + c2, extract_answer(ANSWER_TRIGGER + c2), t1 + t2, [], pt1 + pt2
     elif strategy == "few_shot_cot":
-        prompts = [few_shot_cot(q, k) for q in qs]
+        prompts = [few_shot_cot(q, k, shots) for q in qs]
         for p, (c, t), pt in zip(prompts, generate(prompts, budget, stop=["\n\n", "\nQ:"]), count(prompts)):
             yield p, c, extract_answer(c), t, [], pt
     elif strategy == "least_to_most":

@@ -3,6 +3,7 @@ import json
 import math
 
 import pytest
+import numpy as np
 import torch
 
 from labkit import data, prompting as P
@@ -351,3 +352,84 @@ def test_committed_control_models_record_their_command(mixture):
         assert meta["command"].startswith("python -m labkit.cot_model --mixture " + mixture)
         assert f"--seed {seed}" in meta["command"] and meta["mixture"] == cot_model.MIXTURES[mixture]
         assert meta["steps"] == 400 and meta["seed"] == seed
+
+
+# --------------------------------------------------------------------------- exemplar choice (COT-07)
+def test_few_shot_prompt_takes_your_exemplars_in_your_order():
+    q = APPLES["question"]
+    fixed = P.exemplars(2)
+    assert P.few_shot_cot(q, 2, shots=fixed) == P.few_shot_cot(q, 2)
+    swapped = P.few_shot_cot(q, shots=fixed[::-1])
+    assert swapped != P.few_shot_cot(q, 2)
+    assert swapped.startswith(f"Q: {fixed[1]['question']}\nA: {fixed[1]['solution']}\n\nQ: {fixed[0]['question']}")
+
+
+def test_exemplar_sets_are_fresh_train_problems_and_reproducible():
+    from labkit import data
+
+    sets = P.exemplar_sets(5, 3, seed=4)
+    assert sets == P.exemplar_sets(5, 3, seed=4) and sets != P.exemplar_sets(5, 3, seed=5)
+    questions = [e["question"] for s in sets for e in s]
+    assert len(questions) == 15 == len(set(questions))
+    assert not set(questions) & {e["question"] for e in P.exemplars(8)}
+    assert all(data.split_of(x) == "train" and 1 <= e["n_steps"] <= 4 for s in sets for e in s for x in [e["question"]])
+    with pytest.raises(LabkitError, match="n_sets >= 1"):
+        P.exemplar_sets(0)
+
+
+def test_evaluate_sends_the_given_shots_and_refuses_them_elsewhere():
+    seen = []
+
+    def stub(prompts, max_new, temperature=0.0, seed=0, stop=None):
+        seen.extend(prompts)
+        return [(" so 9. The answer is 9.", 5)] * len(prompts)
+
+    shots = P.exemplar_sets(1, 2, seed=1)[0]
+    res = P.evaluate(None, None, [APPLES], "few_shot_cot", shots=shots, generate=stub, progress=False)
+    assert seen == [P.few_shot_cot(APPLES["question"], shots=shots)] and res.records[0].correct
+    assert res.params == {"k": 2}
+    with pytest.raises(LabkitError, match="shots= is for strategy='few_shot_cot'"):
+        P.evaluate(None, None, [APPLES], "direct", shots=shots, generate=stub, progress=False)
+
+
+@pytest.mark.parametrize("x, df", [(0.5, 1), (3.0, 2), (10.0, 6), (30.0, 6), (2.5, 6), (100.0, 12), (0.01, 3)])
+def test_chi2_sf_matches_torch_incomplete_gamma(x, df):
+    ref = torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), torch.tensor(x / 2, dtype=torch.float64))
+    assert P.chi2_sf(x, df) == pytest.approx(float(ref), rel=1e-9, abs=1e-15)
+    assert P.chi2_sf(0.0, df) == 1.0
+
+
+def test_cochran_q_is_mcnemar_for_two_prompts_and_hand_checked_for_three():
+    from labkit import stats
+    import random
+
+    g = random.Random(0)
+    for _ in range(50):
+        n = g.randint(5, 80)
+        a, b = [g.random() < 0.6 for _ in range(n)], [g.random() < 0.4 for _ in range(n)]
+        mc = stats.mcnemar(a, b)
+        r = P.cochran_q([a, b])
+        if mc.b + mc.c:
+            assert r.q == pytest.approx((mc.b - mc.c) ** 2 / (mc.b + mc.c)) and r.df == 1
+            assert r.informative == mc.b + mc.c
+    # 3 prompts x 4 problems: C = (3, 1, 0), R = (2, 1, 1, 0), N = 4 -> Q = 2 (3*10 - 16) / (12 - 6) = 14/3
+    r = P.cochran_q([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    assert r.q == pytest.approx(14 / 3) and r.df == 2 and r.p == pytest.approx(math.exp(-7 / 3))
+    same = [[1, 0, 1, 1]] * 3
+    assert P.cochran_q(same).q == 0.0 and P.cochran_q(same).p == 1.0
+    with pytest.raises(LabkitError, match="at least 2 prompts"):
+        P.cochran_q([[1, 0]])
+
+
+def test_prompt_spread_null_and_a_real_difference():
+    import random
+
+    g = random.Random(1)
+    same = [[g.random() < 0.5 for _ in range(60)]] * 5
+    r = P.prompt_spread(same, n_perm=500)
+    assert r.spread == 0 and r.sd == 0 and r.p_spread == 1.0 and r.null_sd == 0
+    base = [g.random() < 0.5 for _ in range(200)]
+    apart = [[True] * 200, [False] * 200, base]
+    r = P.prompt_spread(apart, n_perm=500)
+    assert r.spread == 1.0 and r.p_spread == pytest.approx(1 / 501)
+    assert r.binomial_sd == pytest.approx(math.sqrt(np.mean(r.accuracies) * (1 - np.mean(r.accuracies)) / 200))
