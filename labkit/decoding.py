@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from .errors import LabkitError
 from .rope import apply_rope
 
-__all__ = ["KVCache", "distinct_n", "generate", "no_repeat_ngram", "repetition_penalty", "repetition_rate",
+__all__ = ["KVCache", "distinct_n", "generate", "no_repeat_ngram", "repetition_grid", "repetition_penalty", "repetition_rate",
            "temperature", "top_k", "top_p"]
 
 
@@ -373,28 +373,74 @@ GRID = {
 }
 
 
-def repetition_grid(model, tokenizer, prompts: list[str], settings: dict[str, dict], new_tokens: int,
-                    seeds=(0,), n: int = 4) -> dict[str, dict]:
+def _left_pad(prompts, tokenizer):
+    """Left-padded ``(input_ids, attention_mask)`` of prompts given as texts or as lists of token ids."""
+    if prompts and all(isinstance(p, (list, tuple)) for p in prompts):
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            if not p:
+                raise LabkitError(f"prompt {i} has no tokens")
+            ids[i, width - len(p):], mask[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long), 1
+        return ids, mask
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise LabkitError("prompts must be a non-empty list of texts or of token-id lists")
+    tokenizer.padding_side = "left"
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    return enc.input_ids, enc.attention_mask
+
+
+def repetition_grid(model, tokenizer, prompts: list, settings: dict[str, dict], new_tokens: int,
+                    seeds=(0,), n: int = 4, *, eos_token_id=None) -> dict[str, dict]:
     """Repetition rate of the n-grams of each setting's continuations of ``prompts`` (lab 10, §5).
 
-    Returns ``{setting: {"repetition_rate": mean, "per_prompt": [...], "runs": k}}``; sampled
-    settings run once per seed and are averaged per prompt (greedy ones run once)."""
+    ``prompts`` are texts (tokenized as they are, no special tokens added) or lists of token ids
+    (e.g. `labkit.sft.format_prompt` of a chat model); they are left-padded into one batch.
+    ``settings`` maps a name to `generate` keywords. Sampled settings (``do_sample=True``) run once
+    per seed of ``seeds`` (the global torch seed is set before each run); greedy ones run once, with
+    ``seeds[0]``. With ``eos_token_id`` (an id or a list of ids) a continuation ends at its first
+    end token, which is not counted; without it every continuation has ``new_tokens`` tokens.
+
+    Returns ``{setting: {...}}`` with, per setting:
+
+    * ``repetition_rate`` -- mean over prompts of ``per_prompt``;
+    * ``per_prompt`` -- each prompt's repetition rate (share of repeated n-grams), mean over runs;
+    * ``runs`` -- how many runs the setting had; ``seeds`` -- their seeds;
+    * ``per_run`` -- ``[run][prompt]`` repetition rates (``per_prompt`` is their mean over runs);
+    * ``distinct_2`` / ``distinct_2_per_prompt`` -- the same for distinct bigrams (`distinct_n`);
+    * ``texts`` -- ``[run][prompt]`` decoded continuations (special tokens skipped);
+    * ``new_tokens`` -- ``[run][prompt]`` tokens counted in each continuation.
+    """
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    if not seeds:
+        raise LabkitError("seeds must name at least one seed")
+    eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+    ids, mask = _left_pad(prompts, tokenizer)
     device = model.lm_head.weight.device
-    ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+    ids, mask = ids.to(device), mask.to(device)
     out = {}
     for name, kw in settings.items():
         runs = list(seeds) if kw.get("do_sample") else [seeds[0]]
-        rates = []
+        rates, d2, texts, lengths = [], [], [], []
         for seed in runs:
             torch.manual_seed(seed)
-            gen = generate(model, ids, new_tokens, attention_mask=mask, pad_token_id=tokenizer.pad_token_id, **kw)
-            rates.append([repetition_rate(row, n) for row in gen[:, ids.shape[1]:].tolist()])
+            gen = generate(model, ids, new_tokens, attention_mask=mask, pad_token_id=tokenizer.pad_token_id,
+                           eos_token_id=eos or None, **kw)
+            rows = gen[:, ids.shape[1]:].tolist()
+            if eos:
+                rows = [row[:next((i for i, t in enumerate(row) if t in eos), len(row))] for row in rows]
+            rates.append([repetition_rate(row, n) for row in rows])
+            d2.append([distinct_n(row, 2) for row in rows])
+            texts.append([tokenizer.decode(row, skip_special_tokens=True) for row in rows])
+            lengths.append([len(row) for row in rows])
         per_prompt = [sum(col) / len(col) for col in zip(*rates)]
-        out[name] = {"repetition_rate": sum(per_prompt) / len(per_prompt), "per_prompt": per_prompt, "runs": len(runs)}
+        d2_prompt = [sum(col) / len(col) for col in zip(*d2)]
+        out[name] = {"repetition_rate": sum(per_prompt) / len(per_prompt), "per_prompt": per_prompt,
+                     "runs": len(runs), "seeds": runs, "per_run": rates,
+                     "distinct_2": sum(d2_prompt) / len(d2_prompt), "distinct_2_per_prompt": d2_prompt,
+                     "texts": texts, "new_tokens": lengths}
     return out
 
 

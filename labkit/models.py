@@ -390,3 +390,50 @@ def generate_text(model, tokenizer, prompt: str, max_new_tokens: int = 40, tempe
         kwargs.update(do_sample=False)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+# ---------------------------------------------------------------------------
+# Saving a lab model: data/models/<name>, read back by load(name)
+# ---------------------------------------------------------------------------
+_NAME_RE = __import__("re").compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def save(model, name: str, *, summary: dict | None = None, overwrite: bool = False) -> Path:
+    """Write ``model`` to ``data/models/<name>/`` so that ``load(name)`` returns it; return the directory.
+
+    The layout of the committed lab models (``lab-tiny``, ``lab-cot``): ``config.json``,
+    ``generation_config.json`` and ``model.safetensors`` in bf16 (half the bytes; `load` reads them back
+    in fp32), plus ``training.json`` with ``summary`` when given. A lab-vocabulary model needs no
+    tokenizer files: `load` pairs it with the committed lab tokenizer. safetensors only (nothing is
+    pickled). ``name`` is lower case letters, digits, ``.``, ``_`` and ``-`` (no path); an existing
+    directory is never replaced unless ``overwrite=True``. The model itself is not modified.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+        raise LabkitError(f"model name must be lower case letters, digits, '.', '_' or '-' (at most 64, no path), "
+                          f"got {name!r}")
+    if name == SMOLLM2:
+        raise LabkitError(f"{SMOLLM2} is the installed SmolLM2 (`make model`); save under another name")
+    if summary is not None and not isinstance(summary, dict):
+        raise LabkitError(f"summary must be a dict (written as training.json), got {type(summary).__name__}")
+    out = Path(MODELS_DIR) / name
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        from .artefacts import shown
+
+        raise LabkitError(f"{shown(out)} already exists; nothing was written: pass overwrite=True to replace it, "
+                          "or save under another name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
+    try:
+        copy.deepcopy(model).to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
+        if summary is not None:
+            (staging / "training.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out

@@ -247,3 +247,65 @@ def test_cli_prints_the_grid_as_json_and_refuses_bad_values(capsys):
         assert labkit_main(["decode", "--profile", "smoke", *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ")
+
+
+# ----------------------------------------------------------------------------- repetition_grid
+@pytest.fixture(scope="module")
+def tiny_and_tok():
+    from labkit import models
+
+    return models.load("lab-tiny")
+
+
+GRID_PROMPTS = ["The old bridge over the river", "She took the train to", "In the morning the market"]
+GRID_SETTINGS = {"greedy": {}, "no-repeat 2": {"no_repeat_ngram_size": 2},
+                 "top-p 0.9": {"do_sample": True, "top_p": 0.9}}
+
+
+def test_repetition_grid_returns_runs_distinct_2_and_texts(tiny_and_tok):
+    model, tok = tiny_and_tok
+    grid = decoding.repetition_grid(model, tok, GRID_PROMPTS, GRID_SETTINGS, 12, seeds=(0, 1), n=3)
+    assert list(grid) == list(GRID_SETTINGS)
+    for name, r in grid.items():
+        k = 2 if GRID_SETTINGS[name].get("do_sample") else 1
+        assert r["runs"] == k and r["seeds"] == [0, 1][:k]
+        assert [len(x) for x in (r["per_run"], r["texts"], r["new_tokens"])] == [k, k, k]
+        assert all(len(row) == len(GRID_PROMPTS) for row in r["per_run"] + r["texts"] + r["new_tokens"])
+        assert r["per_prompt"] == pytest.approx([sum(c) / k for c in zip(*r["per_run"])])
+        assert r["repetition_rate"] == pytest.approx(sum(r["per_prompt"]) / len(GRID_PROMPTS))
+        assert len(r["distinct_2_per_prompt"]) == len(GRID_PROMPTS) and 0 < r["distinct_2"] <= 1
+        assert r["distinct_2"] == pytest.approx(sum(r["distinct_2_per_prompt"]) / len(GRID_PROMPTS))
+        assert r["new_tokens"] == [[12] * len(GRID_PROMPTS)] * k           # no eos given: every token counts
+    assert grid["no-repeat 2"]["distinct_2"] == 1.0                          # the ban leaves no repeated bigram
+    # the greedy cell is one batched generate call, its texts decoded and measured row by row
+    tok.padding_side = "left"
+    enc = tok(GRID_PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    out = decoding.generate(model, enc.input_ids, 12, attention_mask=enc.attention_mask, pad_token_id=tok.pad_token_id)
+    new = out[:, enc.input_ids.shape[1]:].tolist()
+    assert grid["greedy"]["texts"][0] == [tok.decode(row, skip_special_tokens=True) for row in new]
+    assert grid["greedy"]["per_run"][0] == [decoding.repetition_rate(row, 3) for row in new]
+    assert grid["greedy"]["distinct_2_per_prompt"] == [decoding.distinct_n(row, 2) for row in new]
+    # the same seeds give the same samples
+    again = decoding.repetition_grid(model, tok, GRID_PROMPTS, {"top-p 0.9": GRID_SETTINGS["top-p 0.9"]}, 12,
+                                     seeds=(0, 1), n=3)
+    assert again["top-p 0.9"]["texts"] == grid["top-p 0.9"]["texts"]
+
+
+def test_repetition_grid_takes_token_ids_and_stops_at_eos(tiny_and_tok):
+    model, tok = tiny_and_tok
+    as_text = decoding.repetition_grid(model, tok, GRID_PROMPTS, {"greedy": {}}, 10)["greedy"]
+    as_ids = decoding.repetition_grid(model, tok, [tok(p, add_special_tokens=False).input_ids for p in GRID_PROMPTS],
+                                      {"greedy": {}}, 10)["greedy"]
+    assert as_ids["texts"] == as_text["texts"] and as_ids["per_run"] == as_text["per_run"]
+    # end at the token greedy writes 4th after the first prompt: that continuation keeps 3 tokens
+    tok.padding_side = "left"
+    enc = tok(GRID_PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    out = decoding.generate(model, enc.input_ids, 10, attention_mask=enc.attention_mask, pad_token_id=tok.pad_token_id)
+    first = out[0, enc.input_ids.shape[1]:].tolist()
+    stop = first[3]
+    cut = decoding.repetition_grid(model, tok, GRID_PROMPTS, {"greedy": {}}, 10, eos_token_id=[stop])["greedy"]
+    assert cut["new_tokens"][0][0] == first.index(stop) <= 3
+    assert cut["texts"][0][0] == tok.decode(first[:first.index(stop)], skip_special_tokens=True)
+    assert all(n <= 10 for n in cut["new_tokens"][0])
+    with pytest.raises(LabkitError, match="prompts must be"):
+        decoding.repetition_grid(model, tok, [], {"greedy": {}}, 4)

@@ -91,3 +91,67 @@ def test_load_own_local_model_via_env(tmp_path, monkeypatch, tiny_config):
     model, tok2 = models.load()
     assert models.count_params(model) == models.count_params(models.build(cfg))
     assert tok2("hello")["input_ids"] == tok("hello")["input_ids"]
+
+
+# ---------------------------------------------------------------------------------- models.save
+@pytest.fixture
+def models_tmp(tmp_path, monkeypatch):
+    """models.MODELS_DIR in a tmp directory: never the committed data/models."""
+    monkeypatch.setattr(models, "MODELS_DIR", tmp_path)
+    return tmp_path
+
+
+def _small_lab_model():
+    cfg = models.config("lab-tiny", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=2)
+    return models.build(cfg, device="cpu", seed=0).eval()
+
+
+def test_save_round_trip_loads_with_the_lab_tokenizer(models_tmp):
+    import json
+
+    model = _small_lab_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = models.save(model, "lab-sft-test", summary={"steps": 3, "labels": "answer only"})
+    assert out == models_tmp / "lab-sft-test"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generation_config.json", "model.safetensors",
+                                                     "training.json"]
+    assert json.loads((out / "training.json").read_text()) == {"steps": 3, "labels": "answer only"}
+    assert all(torch.equal(v, model.state_dict()[k]) and v.dtype == torch.float32 for k, v in before.items())
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    loaded, tok = models.load("lab-sft-test")
+    assert next(loaded.parameters()).dtype == torch.float32 and tok.vocab_size == models.LAB_VOCAB_SIZE
+    assert "lab-sft-test" in models.pretrained_names()
+    ids = tok("the river runs to the sea", return_tensors="pt").input_ids
+    with torch.no_grad():
+        rounded = models.build(model.config, device="cpu")
+        rounded.load_state_dict({k: v.to(torch.bfloat16).float() for k, v in before.items()})
+        got, want, raw = loaded(ids).logits, rounded.eval()(ids).logits, model(ids).logits
+    assert torch.allclose(got, want, atol=1e-5)                # exactly the bf16-rounded weights
+    assert (got - raw).abs().max() < 0.05 * raw.abs().max()    # and close to the fp32 model
+
+
+def test_save_refuses_an_existing_directory_without_overwrite(models_tmp):
+    model = _small_lab_model()
+    models.save(model, "lab-x")
+    stamp = (models_tmp / "lab-x" / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(LabkitError, match=r"already exists; nothing was written: pass overwrite=True") as e:
+        models.save(model, "lab-x", summary={"a": 1})
+    assert "\n" not in str(e.value)
+    assert not (models_tmp / "lab-x" / "training.json").exists()
+    assert (models_tmp / "lab-x" / "model.safetensors").stat().st_mtime_ns == stamp
+    models.save(model, "lab-x", summary={"a": 1}, overwrite=True)
+    assert (models_tmp / "lab-x" / "training.json").exists()
+    assert sorted(p.name for p in models_tmp.iterdir()) == ["lab-x"]        # no staging folder left behind
+    (models_tmp / "lab-y").mkdir()                                            # an empty directory is no model
+    assert models.save(model, "lab-y").name == "lab-y"
+
+
+@pytest.mark.parametrize("bad", ["", "../lab-tiny", "a/b", "Lab-Tiny", "-x", "x" * 65, "smollm2-135m", "a..b", None])
+def test_save_validates_the_name(models_tmp, bad):
+    with pytest.raises(LabkitError):
+        models.save(_small_lab_model(), bad)
+    assert list(models_tmp.iterdir()) == []
