@@ -11,18 +11,23 @@ copy it. It is deliberately the loop you would write by hand:
             backward(loss)                     # scaled in fp16 (lab 02)
         clip, optimizer.step(), scheduler.step(), zero_grad
 
-plus a learning-rate schedule, a progress bar and periodic evaluation.
+plus a learning-rate schedule, a progress bar and periodic evaluation. The body of the
+outer loop -- one optimizer step -- is ``train_step``, for code that drives its own loop.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import Callable, Iterator
 
 import torch
 
 from .errors import LabkitError
+
+__all__ = ["PRECISIONS", "SCHEDULES", "History", "TrainConfig", "autocast", "eval_batches", "evaluate_loss",
+           "lr_at", "pack_documents", "random_batches", "train", "train_step"]
 
 PRECISIONS = ("fp32", "fp16-mixed", "bf16-mixed", "bf16")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -169,8 +174,49 @@ class History:
 
 
 # ---------------------------------------------------------------------------
-# The loop
+# One optimizer step, and the loop
 # ---------------------------------------------------------------------------
+def train_step(model, batch, optimizer, *, precision: str = "fp32", scaler=None,
+               extra_loss: Callable | None = None, max_grad_norm: float | None = 1.0) -> tuple[float, bool]:
+    """One optimizer step; returns ``(loss, skipped)``.
+
+    Forward under the precision's autocast (lab 02), the loss plus ``extra_loss(model)`` (EWC's
+    penalty, lab 06), backward (scaled by ``scaler`` in fp16, lab 02 §5), unscale and clip the
+    gradients of the trainable parameters to ``max_grad_norm``, then step. With a scaler the
+    step is *skipped* when the gradients held inf/NaN (the scaler then lowers its scale):
+    ``skipped`` says so. Gradients are set to None afterwards.
+
+    ``batch`` is a dict the model accepts, or a list of micro-batches whose gradients add up
+    into this one step (gradient accumulation, lab 03 §9): each loss is divided by their number,
+    and the returned loss is the sum of those parts, i.e. their mean.
+    """
+    micro_batches = [batch] if isinstance(batch, Mapping) else list(batch)
+    device = next(model.parameters()).device
+    step_loss = 0.0
+    for micro in micro_batches:
+        with autocast(device, precision):
+            loss = model(**micro).loss
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            loss = loss / len(micro_batches)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        step_loss += loss.detach().float().item()
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+    skipped = False
+    if scaler is not None:
+        scale_before = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        skipped = scaler.get_scale() < scale_before
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss, skipped
+
+
 def train(model, batches: Iterator[dict], cfg: TrainConfig, *, eval_data: list[dict] | None = None,
           optimizer: torch.optim.Optimizer | None = None, scaler=None,
           extra_loss: Callable | None = None, callback: Callable | None = None) -> History:
@@ -213,30 +259,11 @@ def train(model, batches: Iterator[dict], cfg: TrainConfig, *, eval_data: list[d
         lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        step_loss = 0.0
-        for _ in range(cfg.grad_accum):
-            batch = next(batches)
-            with autocast(device, cfg.precision):
-                loss = model(**batch).loss
-                if extra_loss is not None:
-                    loss = loss + extra_loss(model)
-                loss = loss / cfg.grad_accum
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            step_loss += loss.detach().float().item()
-            history.tokens += batch["input_ids"].numel()
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        if scaler is not None:
-            scale_before = scaler.get_scale()
-            scaler.step(optimizer)
-            scaler.update()
-            if scaler.get_scale() < scale_before:
-                history.skipped_steps += 1
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
+        step_loss, skipped = train_step(model, micro_batches, optimizer, precision=cfg.precision, scaler=scaler,
+                                        extra_loss=extra_loss, max_grad_norm=cfg.max_grad_norm)
+        history.skipped_steps += skipped
+        history.tokens += sum(batch["input_ids"].numel() for batch in micro_batches)
 
         history.step.append(step + 1)
         history.loss.append(step_loss)
