@@ -83,7 +83,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data
-from .data import _FACT_QUESTIONS, _task_add  # data.instructions' own question wordings: the prompts SFT saw
 from .errors import LabkitError
 
 __all__ = ["IDK", "KINDS", "LOSS_TYPES", "RewardModel", "addition_reward", "dpo_loss", "formats", "group_advantages",
@@ -132,7 +131,7 @@ _ADD_ANSWER = re.compile(r"(\d+) plus (\d+) is (\d+)\.")
 
 def _fact_qa(rng: random.Random):
     entity, relation, attribute = rng.choice(data.FACTS)
-    question = rng.choice(_FACT_QUESTIONS[relation]).format(e=entity)
+    question = rng.choice(data.FACT_QUESTIONS[relation]).format(e=entity)
     return question, (entity, relation, attribute)
 
 
@@ -146,7 +145,7 @@ def _wrong_fact(rng: random.Random) -> dict:
 
 
 def _sum_qa(rng: random.Random):
-    question, answer = _task_add(rng)   # "What is 17 plus 25?", "17 plus 25 is 42."
+    question, answer = data.task_add(rng)   # "What is 17 plus 25?", "17 plus 25 is 42."
     x, y, total = (int(g) for g in _ADD_ANSWER.fullmatch(answer).groups())
     return question, answer, x, y, total
 
@@ -427,7 +426,7 @@ def unknown_pairs(n: int, seed: int = 0, *, split: str = "train") -> list[dict]:
     while len(out) < n:
         entity, relation, _ = rng.choice(data.FACTS)
         fake = _made_up_name(rng, len(entity.split()))
-        prompt = rng.choice(_FACT_QUESTIONS[relation]).format(e=fake)
+        prompt = rng.choice(data.FACT_QUESTIONS[relation]).format(e=fake)
         if data.split_of(prompt) != split or prompt in seen:
             continue
         seen.add(prompt)
