@@ -41,7 +41,7 @@ ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 
 
 def _arch(config):
-    from .memory import _arch as memory_arch      # one reading of a config for memory and FLOPs
+    from .memory import architecture as memory_arch      # one reading of a config for memory and FLOPs
 
     return memory_arch(config)
 

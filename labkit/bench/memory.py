@@ -26,6 +26,9 @@ states plus `labkit.memory.live_peak_bytes` of the step (tensors created in it).
 ``--reestimate`` recomputes only the estimate columns of a committed CSV with
 the current estimator (no GPU needed); the measured columns and the original
 metadata stay, and the metadata records the re-estimation.
+
+The configurations themselves (`FULL_ROWS`, `QUICK_ROWS`, `CALIBRATION`) are in
+`labkit.bench.memory_rows`.
 """
 from __future__ import annotations
 
@@ -43,73 +46,7 @@ import torch
 
 from .. import cli, memory, models, results
 from ..errors import LabkitError
-
-TARGETS = ("q_proj", "v_proj")
-
-
-def row(model, batch, seq, precision="bf16-mixed", ckpt=False, lora=None, quant=None, attn="sdpa",
-        optimizer="adamw") -> dict:
-    return {"model": model, "batch_size": batch, "seq_len": seq, "precision": precision, "optimizer": optimizer,
-            "gradient_checkpointing": ckpt, "lora_rank": lora, "quantization": quant, "attn_implementation": attn}
-
-
-FULL_ROWS = [
-    # full fine-tuning
-    row("lab-small", 8, 512, "fp32"),
-    row("lab-small", 8, 512, "bf16-mixed"),
-    row("lab-small", 8, 1024, "bf16-mixed", ckpt=True),
-    row("lab-small", 8, 1024, "bf16"),
-    row("lab-small", 8, 512, "fp16-mixed"),
-    row("lab-small", 4, 1024, "bf16-mixed", attn="eager"),
-    row("lab-small", 8, 512, "fp32", optimizer="sgd-momentum"),
-    row("qwen2.5-0.5b", 4, 512, "bf16-mixed"),
-    row("qwen2.5-0.5b", 4, 1024, "bf16-mixed", ckpt=True),
-    row("qwen2.5-0.5b", 4, 1024, "bf16"),
-    row("qwen2.5-0.5b", 2, 512, "fp32"),
-    row("qwen2.5-0.5b", 4, 1024, "bf16-mixed", optimizer="adamw-8bit"),
-    row("llama-3.2-1b", 2, 1024, "bf16-mixed"),
-    row("llama-3.2-1b", 4, 2048, "bf16-mixed", ckpt=True),
-    row("llama-3.2-1b", 4, 1024, "bf16"),
-    row("llama-3.2-1b", 2, 1024, "bf16-mixed", attn="eager"),
-    row("qwen2.5-1.5b", 2, 1024, "bf16-mixed", ckpt=True),
-    row("qwen2.5-1.5b", 2, 2048, "bf16", ckpt=True),
-    # LoRA (peft, r on q_proj and v_proj)
-    row("qwen2.5-0.5b", 4, 1024, "bf16-mixed", lora=16),
-    row("llama-3.2-1b", 4, 2048, "bf16-mixed", ckpt=True, lora=16),
-    row("llama-3.2-1b", 4, 2048, "bf16", lora=16),
-    row("qwen2.5-1.5b", 4, 2048, "bf16", ckpt=True, lora=16),
-    row("llama-2-7b", 1, 2048, "bf16", lora=16),
-    row("llama-2-7b", 2, 2048, "bf16", ckpt=True, lora=16),
-    row("llama-2-7b", 1, 1024, "bf16-mixed", lora=16),
-    # QLoRA (bitsandbytes NF4 base)
-    row("llama-3.2-1b", 4, 2048, "bf16", lora=16, quant="nf4"),
-    row("llama-3.2-1b", 4, 1024, "bf16-mixed", ckpt=True, lora=16, quant="nf4"),
-    row("qwen2.5-1.5b", 2, 2048, "bf16", ckpt=True, lora=16, quant="nf4"),
-    row("llama-2-7b", 1, 2048, "bf16", lora=16, quant="nf4"),
-    row("llama-2-7b", 4, 2048, "bf16", ckpt=True, lora=16, quant="nf4"),
-    row("llama-2-7b", 2, 1024, "bf16-mixed", ckpt=True, lora=16, quant="nf4"),
-]
-
-QUICK_ROWS = [
-    row("lab-tiny", 2, 128, "fp32"),
-    row("lab-tiny", 2, 128, "bf16-mixed", ckpt=True),
-    row("lab-tiny", 2, 128, "bf16", attn="eager"),
-    row("lab-tiny", 2, 128, "bf16-mixed", lora=8),
-    row("lab-small", 1, 128, "bf16", lora=8, quant="nf4"),
-]
-
-CALIBRATION = [  # (name, config overrides, batch, seq, precision, attn, ckpt, lora)
-    ("lab-small", {}, 2, 256, "bf16-mixed", "sdpa", False, None),
-    ("lab-small", {}, 2, 256, "bf16", "sdpa", False, None),
-    ("lab-small", {}, 2, 256, "fp32", "sdpa", False, None),
-    ("lab-small", {"num_key_value_heads": 2}, 2, 256, "bf16-mixed", "sdpa", False, None),
-    ("lab-small", {"num_key_value_heads": 2}, 2, 256, "fp32", "sdpa", False, None),
-    ("lab-small", {}, 2, 256, "bf16-mixed", "eager", False, None),
-    ("lab-small", {}, 2, 256, "bf16-mixed", "sdpa", True, None),
-    ("lab-small", {}, 2, 256, "bf16-mixed", "sdpa", False, 8),
-    ("qwen2.5-0.5b", {"num_hidden_layers": 2, "layer_types": ["full_attention"] * 2}, 2, 512, "bf16-mixed",
-     "sdpa", False, None),
-]
+from .memory_rows import CALIBRATION, FULL_ROWS, QUICK_ROWS, TARGETS, _spec_from_csv, row
 
 
 # ---------------------------------------------------------------------------
@@ -391,15 +328,6 @@ def calibrate(device: str = "cuda") -> dict:
 # ---------------------------------------------------------------------------
 # Re-estimating committed measurements (no GPU needed)
 # ---------------------------------------------------------------------------
-def _spec_from_csv(r: dict) -> dict:
-    def opt_int(v):
-        return int(v) if v not in ("", None, "None") else None
-
-    return row(r["model"], int(r["batch_size"]), int(r["seq_len"]), r["precision"],
-               r["gradient_checkpointing"] == "True", opt_int(r["lora_rank"]), r["quantization"] or None,
-               r["attn_implementation"], r["optimizer"])
-
-
 def reestimate(path: str, device: str = "cuda", cache_values_follow_keys: bool | None = None) -> dict:
     """Recompute the estimate columns of a measured CSV with the current estimator.
 
@@ -438,7 +366,7 @@ def reestimate(path: str, device: str = "cuda", cache_values_follow_keys: bool |
     redo = results.run_metadata()
     meta.setdefault("summary_at_measurement", meta.get("summary"))
     meta["estimates_recomputed"] = {**{k: redo[k] for k in ("date", "command", "torch", "transformers")},
-                                    "cache_values_follow_keys": memory._cache_values_follow_keys()}
+                                    "cache_values_follow_keys": memory.cache_values_follow_keys()}
     memory.CACHE_VALUES_FOLLOW_KEYS = None
     meta["summary"] = summary([{**r, "rel_error": float(r["rel_error"])} for r in out if r.get("status") == "ok"])
     results.write_csv(path, out, meta)
@@ -488,7 +416,7 @@ def main(argv=None) -> int:
             raise LabkitError(f"--only {args.only!r} matches no row's model")
     t0 = time.perf_counter()
     meta = results.run_metadata()
-    meta["cache_values_follow_keys"] = memory._cache_values_follow_keys()
+    meta["cache_values_follow_keys"] = memory.cache_values_follow_keys()
     for package in ("peft", "bitsandbytes"):
         try:
             meta[package] = __import__(package).__version__
