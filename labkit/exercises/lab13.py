@@ -90,6 +90,12 @@ def _ia3_smollm2() -> float:
     return soft_prompts.count_parameters("smollm2-135m", "ia3")
 
 
+def _lora_smollm2() -> float:
+    from .. import soft_prompts
+
+    return soft_prompts.count_parameters("smollm2-135m", "lora", r=4, target_modules=["q_proj", "v_proj"])
+
+
 EXERCISES = {
     "13.count_parameters": CodeExercise(
         question="write count_parameters_s(config, method, *, num_virtual_tokens=20, encoder_hidden_size=None, "
@@ -114,4 +120,7 @@ EXERCISES = {
         "trainable parameters of (IA)3 on smollm2-135m with peft's defaults (k_proj, v_proj, down_proj)",
         _ia3_smollm2, 1e-9, "per layer: k's and v's output size (kv_heads x head_dim each) + down_proj's input "
                             "size (the MLP width)"),
+    "13.lora_params_smollm2_r4_qv": Exercise(
+        "trainable parameters of LoRA r=4 on q_proj and v_proj of smollm2-135m (the larger model of section 7)",
+        _lora_smollm2, 1e-9, "per layer and module: r x (in + out); q is 576 -> 576, v is 576 -> 3 x 64"),
 }
