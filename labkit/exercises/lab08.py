@@ -46,6 +46,14 @@ def _max_shots_in_context() -> float:
     return float(best)
 
 
+def _binomial_sd_150() -> float:
+    """SD of a proportion: the variance of a Binomial(150, 0.75) count, from torch, over 150^2."""
+    import torch
+
+    var = torch.distributions.Binomial(150, torch.tensor(0.75, dtype=torch.float64)).variance
+    return float(var.sqrt() / 150)
+
+
 EXERCISES: dict[str, Exercise | CodeExercise] = {
     "08.wilson_low_30_of_50": Exercise(
         "lower bound of the 95% Wilson interval for 30 correct of 50", _wilson_low_30_of_50, 1e-3,
@@ -56,6 +64,9 @@ EXERCISES: dict[str, Exercise | CodeExercise] = {
     "08.max_shots_in_context": Exercise(
         "largest k with few_shot_cot(apples, k) + 128 new tokens <= 512 positions", _max_shots_in_context, 0.0,
         "count the tokens of few_shot_cot(q, k) for k = 0, 1, 2, ... (exemplars have different lengths)"),
+    "08.binomial_sd_150": Exercise(
+        "standard deviation of an accuracy on 150 problems when the true accuracy is 0.75 (binomial noise)",
+        _binomial_sd_150, 1e-3, "sqrt(p (1 - p) / n)"),
 }
 
 
@@ -198,3 +209,29 @@ EXERCISES.update({
         hint="b = items only a got right, c = only b; b + c = 0: p = 1; b + c < 25: exact, p = min(1, 2 P(X <= "
              "min(b, c))), X ~ Binom(b + c, 1/2); else chi-square (|b - c| - 1)^2 / (b + c), p = erfc(sqrt(x / 2))"),
 })
+
+
+def _cochran_inputs(gen):
+    """2-6 prompts on 1-80 problems, each prompt with its own solve rate (sometimes all equal: Q = 0)."""
+    m, n = draw_int(gen, 2, 6), draw_int(gen, 1, 80)
+    if draw_int(gen, 0, 5) == 0:
+        row = [bool(draw_int(gen, 0, 1)) for _ in range(n)]
+        return ([list(row) for _ in range(m)],)
+    rates = [draw_int(gen, 0, 10) for _ in range(m)]
+    return ([[draw_int(gen, 0, 9) < r for _ in range(n)] for r in rates],)
+
+
+def _cochran_reference(correct_by_prompt):
+    from .. import prompting
+
+    r = prompting.cochran_q(correct_by_prompt)
+    return r.q, r.df, r.p
+
+
+EXERCISES["08.cochran_q"] = CodeExercise(
+    question="write cochran_q_test(correct_by_prompt): (Q, df, p) of Cochran's Q for m prompts scored on the same "
+             "problems (correct_by_prompt[j][i]: did prompt j solve problem i)",
+    reference=_cochran_reference, inputs=_cochran_inputs, solution="cochran_q_test", rtol=1e-7, atol=1e-12,
+    hint="C_j = per-prompt totals, R_i = per-problem totals, N = sum C_j; Q = (m - 1)(m sum C_j^2 - N^2) / (m N - "
+         "sum R_i^2), df = m - 1, p = torch.special.gammaincc(df / 2, Q / 2); denominator 0 (no problem splits "
+         "the prompts): (0.0, m - 1, 1.0)")
