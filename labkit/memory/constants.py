@@ -26,7 +26,7 @@ BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int64": 8, "bool": 1, "int8": 1}
 
 # NF4 as bitsandbytes stores it (bnb_4bit_use_double_quant=False, the default):
 # two 4-bit codes per byte, plus one fp32 absmax per block of 64 weights.
-NF4_BLOCKSIZE = 64
+from ..quant.fourbit import NF4_BLOCKSIZE  # noqa: E402 -- one definition, labkit.quant (lab 05 §4)
 # LLM.int8 (Linear8bitLt): one int8 per weight plus one fp32 scale per output row.
 # bitsandbytes' 8-bit optimizers: one uint8 per state value plus an fp32 absmax
 # per block of 256; tensors smaller than 4096 values keep fp32 states.
