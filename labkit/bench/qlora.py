@@ -210,7 +210,7 @@ def estimate_row(cfg, base: str, r: int, batch: int, seq: int, ckpt: bool, optim
     if base == "nf4-dq":
         notes.append("estimate without double quantization (it saves 0.373 bit/param)")
     if optimizer == "paged-adamw":
-        paged = sum(n for n in _lora_numels(cfg, r) if n >= PAGED_MIN_NUMEL)
+        paged = sum(n for n in lora_numels(cfg, r) if n >= PAGED_MIN_NUMEL)
         peak -= 2 * 4 * paged                     # fp32 m and v of the paged tensors
         notes.append(f"estimate minus the AdamW states of tensors >= {PAGED_MIN_NUMEL:.0e} values "
                      f"({2 * 4 * paged / GB:.3f} GB): bitsandbytes pages only those, outside the allocator")
@@ -221,12 +221,15 @@ def _gb(nbytes):
     return None if nbytes is None else round(nbytes / GB, 6)
 
 
-def _lora_numels(cfg, r: int) -> list[int]:
+def lora_numels(cfg, r: int) -> list[int]:
     """numel of every LoRA matrix on q_proj and v_proj: A is r x in, B is out x r."""
     heads, kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     outs = {"q_proj": heads * head_dim, "v_proj": kv * head_dim}
     return [n for t in TARGETS for n in (r * cfg.hidden_size, outs[t] * r)] * cfg.num_hidden_layers
+
+
+_lora_numels = lora_numels   # the old private name (lab 05 §7 called it before it was public)
 
 
 def run(rows, cfg, device: torch.device, steps: int = 3, warmup: int = 2) -> list[dict]:
