@@ -229,7 +229,7 @@ def lora_numels(cfg, r: int) -> list[int]:
     return [n for t in TARGETS for n in (r * cfg.hidden_size, outs[t] * r)] * cfg.num_hidden_layers
 
 
-_lora_numels = lora_numels   # the old private name (lab 05 §7 called it before it was public)
+_lora_numels = lora_numels   # the old private name (lab 05 §10 called it before it was public)
 
 
 def run(rows, cfg, device: torch.device, steps: int = 3, warmup: int = 2) -> list[dict]:
