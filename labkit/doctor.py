@@ -28,8 +28,6 @@ def model_support() -> list[dict]:
 
     rows = []
     for name, use in (("lab-tiny", "mechanics (committed)"), ("lab-cot", "lab 08 (committed)"),
-                      ("lab-sft-answer-only", "lab 10, saved by lab 09 (committed)"),
-                      ("lab-sft-all-tokens", "lab 10, saved by lab 09 (committed)"),
                       (smollm2.NAME, "real knowledge and instruction following")):
         path = models.checkpoint_dir(name)
         present = smollm2.is_installed() if name == smollm2.NAME else (path / "model.safetensors").exists()
@@ -47,9 +45,9 @@ def main(argv: list[str]) -> int:
         return 0
     env.report()
     print()
-    print(f"{'model':<21}{'present':<9}use")
+    print(f"{'model':<14}{'present':<9}use")
     for row in model_support():
-        print(f"{row['model']:<21}{'yes' if row['present'] else 'NO':<9}{row['use']}")
+        print(f"{row['model']:<14}{'yes' if row['present'] else 'NO':<9}{row['use']}")
         if row["how_to_get"]:
             print(f"{'':<23}{row['how_to_get']}")
     print()
