@@ -129,7 +129,7 @@ def measure(cfg, batch: int, seq_len: int, steps: int, warmup: int, peak_flops: 
         "fwd_ms": round(1e3 * med["fwd"], 2), "bwd_ms": round(1e3 * med["bwd"], 2), "opt_ms": round(1e3 * med["opt"], 2),
         "fwd_share": round(med["fwd"] / step_s, 4), "bwd_share": round(med["bwd"] / step_s, 4),
         "opt_share": round(med["opt"] / step_s, 4), "bwd_over_fwd": round(med["bwd"] / med["fwd"], 3),
-        "tokens_per_s": round(tps), "mfu": round(flops.mfu(tps, cfg, seq_len, peak_flops), 4),
+        "tokens_per_s": round(tps), "mfu": float(f"{flops.mfu(tps, cfg, seq_len, peak_flops):.4g}"),  # 4 significant digits, not 4 decimals
         "hfu": round(flops.hfu(tps, cfg, seq_len, peak_flops, attn_implementation="sdpa"), 4),
         "model_tflops": round(tps * flops.flops_per_token(cfg, seq_len, attn_implementation="eager") / 1e12, 1),
         "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2), "final_loss": round(loss.item(), 4),
