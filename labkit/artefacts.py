@@ -14,6 +14,9 @@ change every lab downstream. So both build into a temporary folder first, then
 `publish` compares: identical files are left alone ("unchanged"), and files
 that would change are replaced only with ``--force`` (or an ``--out`` that
 points elsewhere).
+
+In the labs: no notebook calls it; it guards the commands that lab 08 §3 (`cot_model`) and the
+README (`pretrain`, `data`, `tokenizer`) tell a learner to run.
 """
 from __future__ import annotations
 

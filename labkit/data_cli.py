@@ -3,6 +3,8 @@
 The corpora are built in a temporary folder and compared with the committed
 files (`labkit.artefacts.publish`): a rerun that reproduces them says
 "unchanged"; one that would change them needs ``--force``.
+
+In the labs: every lab reads the corpora this command writes (through `labkit.data`).
 """
 from __future__ import annotations
 

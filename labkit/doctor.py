@@ -1,4 +1,7 @@
-"""`python -m labkit doctor`: what this machine is and which labs run here, in which profile."""
+"""`python -m labkit doctor`: what this machine is and which labs run here, in which profile.
+
+In the labs: lab 12 §10 prints its report.
+"""
 from __future__ import annotations
 
 import torch

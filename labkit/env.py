@@ -11,6 +11,10 @@ The *profile* picks experiment sizes without changing the code path:
 * ``full``  -- a GPU: the real experiment.
 
 Set it with ``LABKIT_PROFILE``; the default is ``full`` on CUDA, ``cpu`` otherwise.
+
+In the labs: the first cell of every lab (`report`, `profile`, `device`); `by_profile` sizes each
+experiment; lab 12 reads the GPU's peak throughput (`gpu_spec`) and measures matmul throughput
+(`matmul_tflops`).
 """
 from __future__ import annotations
 

@@ -6,6 +6,9 @@ traceback from deep inside torch. `LabkitError` carries that line:
 
 * the CLI (`python -m labkit ...`) prints it and exits with code 2;
 * in Jupyter, `_render_traceback_` makes IPython show just the message.
+
+In the labs: every bad argument a learner can pass to labkit, from lab 00 on; lab 05 §9 raises it
+from code the learner writes.
 """
 
 

@@ -15,6 +15,9 @@ and ``python -m labkit index`` builds ``labs/INTERVIEW.md`` from those marks:
 
 ``tests/test_interview.py`` fails if the committed index is stale, if it names an id the question
 list does not have, or if a *measured* entry points at a cell without output.
+
+In the labs: the last section of every lab ("Interview questions this lab answers") is what this
+index reads.
 """
 from __future__ import annotations
 

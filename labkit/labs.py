@@ -1,4 +1,7 @@
-"""The lab map: which notebooks exist, what they need, and what each profile does."""
+"""The lab map: which notebooks exist, what they need, and what each profile does.
+
+In the labs: `python -m labkit doctor` prints this map (lab 12 §10 shows its report).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -13,6 +13,9 @@ compared across them.
 ``python -m labkit perplexity`` prints the table the README quotes: each
 pretrained model on the lab's general test text and on a few paragraphs of
 real English (``data/eval/real_english.txt``).
+
+In the labs: lab 05 §7 (what 4-bit weights cost), lab 06 §12 (general ability after domain fine-
+tuning) and lab 10 §5-6 (the fluency cost of anti-repetition settings, on `real_english`).
 """
 from __future__ import annotations
 

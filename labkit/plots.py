@@ -2,6 +2,8 @@
 
 Figures are saved into notebooks at 110 DPI (readable, and each notebook stays
 under 1 MB); colours are fixed per idea so "bf16" or "LoRA" look the same in every lab.
+
+In the labs: every figure, from lab 00 §1 on.
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ iteration) and its text (``tqdm.format_meter``), but in a notebook it
 prints through one updatable display (``display(..., display_id=True)``),
 so the stored output is the last state: ``fp32: 100%|##########| 50/50
 [00:05<00:00, 9.8it/s, loss=1.23]``. In a terminal it is plain tqdm.
+
+In the labs: every training loop that shows progress (through `labkit.train`).
 """
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ notebook without a GPU plots these files and says which run they came from.
 ``data/results/<name>_gpu.csv`` is written only by a full run of a
 ``labkit/bench`` script on a GPU; CPU and ``--quick`` runs write into the
 git-ignored ``data/results/local/`` (see `write_bench_csv`).
+
+In the labs: a notebook without a GPU plots the committed GPU run (labs 00 §3, 01 §5, 02 §4, 03 §8,
+04 §10, 05 §9, 06 §13, 07 §13, 08 §8, 10 §7, 12 §9, 13 §8, 16 §8) and names the run with `describe`.
 """
 from __future__ import annotations
 

@@ -25,6 +25,9 @@ minimum), so they are close to, not equal to, the published bf16 model.
 leaves; the README quotes its numbers.
 
 Run ``python -m labkit install-model`` (or ``make model``) to (re)install it.
+
+In the labs: the real model from lab 04 §10 on (LoRA vs full), then labs 05, 06, 09, 10, 11, 14, 15
+and 16 wherever the question needs knowledge or instruction following.
 """
 from __future__ import annotations
 

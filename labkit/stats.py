@@ -16,6 +16,10 @@ house rule, and this module holds the arithmetic it needs:
 Only numpy and the standard library (`math.comb`, `math.erfc`): no scipy.
 Every bootstrap draws from ``numpy.random.default_rng(seed)``, so a rerun
 prints the same interval. Bad inputs raise `LabkitError` with one line.
+
+In the labs: every comparison from lab 00 §3 on -- `over_seeds` (runs of one arm, t-interval) in
+labs 02, 04-07, 09, 12-14; `wilson`, `mcnemar` and `paired_bootstrap` for models scored on the same
+questions in labs 05, 08, 09, 15 and 16.
 """
 from __future__ import annotations
 
