@@ -35,6 +35,9 @@ the command then stops before training unless ``--force`` is given. The same hol
 ``--out`` under ``data/models`` that already holds a model: rerunning rounds 2-3 above over the
 committed checkpoint needs ``--force``.
 
+``--profile smoke`` (CI) trains 3 steps of one 64-token sequence into ``--out`` or a fresh temporary
+directory and never writes into ``data/models``.
+
 The control pair of lab 08 (``--mixture equal`` / ``--mixture filler``, see `MIXTURES`) is
 trained with one command each; ``data/models/lab-cot-<mixture>/training.json`` records it.
 """
@@ -298,14 +301,11 @@ class _Stop(Exception):
 
 
 def save(model, tokenizer, out: Path, summary: dict) -> None:
-    """bf16 safetensors (half the bytes; `prompting.load_model` reads them back as fp32) + training.json."""
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
-    from safetensors.torch import save_file
+    """bf16 safetensors (half the bytes; `prompting.load_model` reads them back as fp32) + training.json,
+    by `models.write_bf16` in the committed lab-cot layout (config.json, no generation_config.json)."""
+    from . import models
 
-    model.config.save_pretrained(out)
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    models.write_bf16(model, out, summary, generation_config=False)
 
 
 def quick_eval(model, tokenizer, n: int = 24) -> dict:
@@ -318,11 +318,22 @@ def quick_eval(model, tokenizer, n: int = 24) -> dict:
             for s in ("direct", "zero_shot_cot")}
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
+SMOKE = {"steps": 3, "batch_size": 1, "seq_len": 64, "eval_every": 0}  # --profile smoke: a few steps, never data/models
 
-    ap = argparse.ArgumentParser(prog="python -m labkit.cot_model", description=__doc__.splitlines()[0])
+
+def main(argv: list[str] | None = None) -> int:
+    """``--profile smoke`` trains `SMOKE` (3 steps of one 64-token sequence, no quick eval) into
+    ``--out`` or a fresh temporary directory -- never into ``data/models``; ``cpu``/``full`` (or no
+    ``--profile``; ``LABKIT_PROFILE`` is not read) train the flags as given."""
+    import shlex
+    import sys
+    import tempfile
+
+    from . import cli
+
+    ap = cli.parser("cot-model", __doc__.splitlines()[0],
+                    profile_help="smoke: 3 steps into --out or a temp dir, never data/models; "
+                                 "cpu/full or none: the flags as given (LABKIT_PROFILE is not read)")
     ap.add_argument("--steps", type=int, default=1400)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=384)
@@ -337,16 +348,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", default="lab-tiny", help="lab-tiny, or a checkpoint directory to continue from")
     ap.add_argument("--mixture", default="lab-cot", choices=list(MIXTURES),
                     help="document mixture: lab-cot (the committed model) or the control pair equal / filler")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    import shlex
-
     argv = sys.argv[1:] if argv is None else argv
+    args = ap.parse_args(argv)
     command = "python -m labkit.cot_model " + " ".join(shlex.quote(a) for a in argv)
+    if args.profile == "smoke":
+        if args.out and _is_committed(Path(args.out)):
+            raise LabkitError(f"--profile smoke never writes into data/models; got --out {args.out}")
+        args.out = args.out or tempfile.mkdtemp(prefix="lab-cot-smoke-")
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
     summary = train_cot_model(args.steps, args.batch_size, args.seq_len, args.lr, args.seed, args.out,
                               args.log, eval_every=args.eval_every, command=command,
                               stop_after=args.stop_after, init=args.init, force=args.force,
                               mixture=args.mixture)
-    print(json.dumps({k: summary[k] for k in ("steps", "final_train_loss", "quick_eval_curve", "seconds")}))
+    line = {k: summary[k] for k in ("steps", "final_train_loss", "quick_eval_curve", "seconds")}
+    if args.json:
+        cli.emit_json({"out": str(args.out or default_out(force=True)), **line})
+    else:
+        print(json.dumps(line))
     return 0
 
 
@@ -355,4 +374,4 @@ if __name__ == "__main__":
 
     from . import cli
 
-    raise SystemExit(cli.run(main, sys.argv[1:]))
+    sys.exit(cli.run(main, sys.argv[1:]))

@@ -428,12 +428,31 @@ def save(model, name: str, *, summary: dict | None = None, overwrite: bool = Fal
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
     try:
-        copy.deepcopy(model).to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
-        if summary is not None:
-            (staging / "training.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        write_bf16(model, staging, summary)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def write_bf16(model, directory, summary: dict | None = None, *, generation_config: bool = True) -> Path:
+    """The one bf16 safetensors save: ``model`` (not modified) into ``directory`` as `save` lays it out.
+
+    `save` stages into it under ``data/models``; ``python -m labkit pretrain`` and
+    ``python -m labkit cot-model`` call it for any ``--out`` (with their own overwrite rules).
+    ``generation_config=False`` is the layout of the committed ``lab-cot``: no
+    ``generation_config.json`` and ``config.json`` as the model's own (its ``dtype``, not bfloat16);
+    ``model.safetensors`` is the same bytes either way."""
+    import json
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(directory, safe_serialization=True)
+    if not generation_config:
+        (directory / "generation_config.json").unlink(missing_ok=True)
+        model.config.save_pretrained(directory)
+    if summary is not None:
+        (directory / "training.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return directory

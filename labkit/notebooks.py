@@ -8,7 +8,6 @@ can never disagree with the outputs below it.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import re
@@ -68,15 +67,24 @@ def execute(path: Path, profile: str, timeout: int = 3600) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labkit.notebooks", description=__doc__.splitlines()[0])
-    p.add_argument("--profile", choices=("smoke", "cpu", "full"), required=True)
+    from . import cli
+
+    p = cli.parser("notebooks", __doc__.splitlines()[0], profile=False)
+    p.add_argument("--profile", choices=("smoke", "cpu", "full"), required=True,
+                   help="the profile the notebooks run in (and their first cell names)")
     p.add_argument("notebooks", nargs="+")
-    args = p.parse_args(argv)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    ran = {}
     for name in args.notebooks:
         seconds = execute(Path(name), args.profile)
+        ran[name] = round(seconds, 1)
         print(f"{name}: ran in {seconds:.0f} s with profile {args.profile}")
+    if args.json:
+        cli.emit_json({"profile": args.profile, "seconds": ran})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from . import cli
+
+    sys.exit(cli.run(main, sys.argv[1:]))

@@ -103,9 +103,7 @@ def pretrain(name: str = "lab-tiny", *, steps: int = 3000, batch_size: int = 16,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "samples": samples,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.to(torch.bfloat16).save_pretrained(out_dir, safe_serialization=True)
-    (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    models.write_bf16(model, out_dir, summary)
     return summary
 
 

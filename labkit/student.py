@@ -17,7 +17,6 @@ A student notebook that a learner has edited is never overwritten without ``--fo
 """
 from __future__ import annotations
 
-import argparse
 import ast
 import copy
 import hashlib
@@ -247,22 +246,28 @@ def write_student_edition(labs_dir: Path = LABS_DIR, out_dir: Path = STUDENT_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labkit.student", description=__doc__.split("\n")[0])
+    from . import cli
+
+    parser = cli.parser("student", __doc__.split("\n")[0], profile=False)
     parser.add_argument("notebooks", nargs="*", help="lab numbers or file names (default: every lab)")
     parser.add_argument("--out", type=Path, default=STUDENT_DIR, help="where to write (default: student/)")
     parser.add_argument("--force", action="store_true", help="overwrite student notebooks you have edited")
     parser.add_argument("--stubbed-only", action="store_true", help="skip labs without solution cells")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         made = write_student_edition(out_dir=args.out, force=args.force, only=args.notebooks or None,
                                      stubbed_only=args.stubbed_only)
-    except LabkitError as err:
+    except LabkitError as err:  # `main` is called directly too (tests, make): the same line as cli.run's
         print(f"error: {err}", file=sys.stderr)
         return 2
     for name, stubs in made.items():
         print(f"{args.out.name}/{name}: {len(stubs)} function(s) to write" + (f" ({', '.join(stubs)})" if stubs else ""))
+    if args.json:
+        cli.emit_json({"out": str(args.out), "written": made})
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from . import cli
+
+    sys.exit(cli.run(main, sys.argv[1:]))

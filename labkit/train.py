@@ -177,14 +177,16 @@ class History:
 # One optimizer step, and the loop
 # ---------------------------------------------------------------------------
 def train_step(model, batch, optimizer, *, precision: str = "fp32", scaler=None,
-               extra_loss: Callable | None = None, max_grad_norm: float | None = 1.0) -> tuple[float, bool]:
+               extra_loss: Callable | None = None, max_grad_norm: float | None = 1.0,
+               zero_grad: bool = True) -> tuple[float, bool]:
     """One optimizer step; returns ``(loss, skipped)``.
 
     Forward under the precision's autocast (lab 02), the loss plus ``extra_loss(model)`` (EWC's
     penalty, lab 06), backward (scaled by ``scaler`` in fp16, lab 02 §5), unscale and clip the
     gradients of the trainable parameters to ``max_grad_norm``, then step. With a scaler the
     step is *skipped* when the gradients held inf/NaN (the scaler then lowers its scale):
-    ``skipped`` says so. Gradients are set to None afterwards.
+    ``skipped`` says so. Gradients are set to None afterwards unless ``zero_grad=False``
+    (`labkit.memory.training_step` keeps them, so lab 01 can read ``p.grad`` after the step).
 
     ``batch`` is a dict the model accepts, or a list of micro-batches whose gradients add up
     into this one step (gradient accumulation, lab 03 §9): each loss is divided by their number,
@@ -198,7 +200,8 @@ def train_step(model, batch, optimizer, *, precision: str = "fp32", scaler=None,
             loss = model(**micro).loss
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
-            loss = loss / len(micro_batches)
+            if len(micro_batches) > 1:  # one batch: no division (no extra tensor in a memory measurement)
+                loss = loss / len(micro_batches)
         (scaler.scale(loss) if scaler is not None else loss).backward()
         step_loss += loss.detach().float().item()
     if scaler is not None:
@@ -213,7 +216,8 @@ def train_step(model, batch, optimizer, *, precision: str = "fp32", scaler=None,
         skipped = scaler.get_scale() < scale_before
     else:
         optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    if zero_grad:
+        optimizer.zero_grad(set_to_none=True)
     return step_loss, skipped
 
 

@@ -18,7 +18,7 @@ import weakref
 import torch
 
 from ..errors import LabkitError
-from ..train import PRECISIONS, autocast  # one definition of the precision modes, shared with the training loop
+from ..train import PRECISIONS, train_step  # one definition of the precision modes and the step, shared with the training loop
 from .constants import OPTIMIZERS
 
 __all__ = ["saved_activation_bytes", "LiveTensors", "live_peak_bytes", "make_optimizer", "training_step",
@@ -153,19 +153,15 @@ def make_optimizer(params, name: str = "adamw", lr: float = 1e-4):
 
 
 def training_step(model, batch: dict, optimizer, precision: str = "bf16-mixed", scaler=None) -> float:
-    """One step the way the estimator assumes it: grads set to None, forward under autocast, backward, step."""
+    """One step the way the estimator assumes it: grads set to None, forward under autocast, backward, step.
+
+    `labkit.train.train_step` with no gradient clipping (it would allocate the norm's buffers)
+    and the gradients kept after the step (lab 01 reads ``p.grad``); they are set to None first.
+    """
     optimizer.zero_grad(set_to_none=True)
-    device_type = batch["input_ids"].device.type
-    with autocast(device_type, precision):
-        loss = model(**batch).loss
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-    return float(loss.detach())
+    loss, _ = train_step(model, batch, optimizer, precision=precision, scaler=scaler,
+                         max_grad_norm=None, zero_grad=False)
+    return loss
 
 
 def _as_batch(batch) -> dict:
