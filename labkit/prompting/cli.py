@@ -122,3 +122,4 @@ def main(argv: list[str]) -> int:
             summary.update({f"{s}_acc": round(r.accuracy, 4), f"{s}_ci": [round(x, 4) for x in r.ci],
                             f"{s}_tokens": round(r.mean_tokens, 1)})
         Path(args.out).expanduser().write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
