@@ -9,6 +9,7 @@ import importlib
 import sys
 
 from . import cli
+from .bench import BENCHES
 from .errors import LabkitError
 
 # command -> ("module", "function taking argv"), one line each
@@ -28,13 +29,18 @@ COMMANDS = {
     "rag": ("labkit.rag", "main", "recall@k of BM25, dense and hybrid retrieval on the lab corpus (lab 15)"),
     "mfu": ("labkit.flops", "main", "FLOPs per token and step time at a given MFU on a named GPU (lab 12)"),
     "index": ("labkit.interview", "main", "build labs/INTERVIEW.md: each interview question and the cell answering it"),
+    "notebooks": ("labkit.notebooks", "main", "run/refresh lab notebooks in a profile"),
+    "student": ("labkit.student", "main", "write the student edition"),
+    "cot-model": ("labkit.cot_model", "main", "train the lab-cot model (lab 08)"),
+    "bench": ("labkit.bench", "main", "GPU benchmarks writing data/results/*_gpu.csv: " + ", ".join(BENCHES)),
 }
 
 
 def usage() -> str:
     lines = ["usage: python -m labkit <command> [options]", "", "commands:"]
     lines += [f"  {name:<14} {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    lines += ["", "Run `python -m labkit <command> --help` for a command's options."]
+    lines += ["", "Run `python -m labkit <command> --help` for a command's options "
+              "(`python -m labkit bench --help`: the benches)."]
     return "\n".join(lines)
 
 

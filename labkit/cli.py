@@ -20,17 +20,19 @@ from .errors import LabkitError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own errors: one line, exit code 2
-        raise LabkitError(f"{message} (see `python -m labkit {self.prog.split()[-1]} --help`)")
+        raise LabkitError(f"{message} (see `{self.prog} --help`)")
 
 
-def parser(name: str, description: str, profile: bool = True, json_flag: bool = True) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"python -m labkit {name}", description=description)
+def parser(name: str, description: str, profile: bool = True, json_flag: bool = True, *,
+           prog: str | None = None, profile_help: str | None = None, **kwargs) -> argparse.ArgumentParser:
+    """`name` makes the usage line ``python -m labkit <name>``; `prog` overrides it whole."""
+    p = _Parser(prog=prog or f"python -m labkit {name}", description=description, **kwargs)
     if profile:
         from .env import PROFILES  # lazily: env imports torch
 
         p.add_argument("--profile", choices=PROFILES, default=None,
-                       help="smoke (CI, ~1 min on 2 CPU cores), cpu (laptop), full (GPU); "
-                            "default: LABKIT_PROFILE or full on CUDA, cpu otherwise")
+                       help=profile_help or "smoke (CI, ~1 min on 2 CPU cores), cpu (laptop), full (GPU); "
+                                            "default: LABKIT_PROFILE or full on CUDA, cpu otherwise")
     if json_flag:
         p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     return p

@@ -1,7 +1,7 @@
 """Activation memory and step time of gradient-checkpointing layouts (lab 03).
 
-    python -m labkit.bench.checkpointing                      # on a GPU: writes data/results/checkpointing_gpu.csv
-    python -m labkit.bench.checkpointing --quick --device cpu # seconds: data/results/local/checkpointing_cpu_quick.csv
+    python -m labkit bench checkpointing                      # on a GPU: writes data/results/checkpointing_gpu.csv
+    python -m labkit bench checkpointing --quick --device cpu # seconds: data/results/local/checkpointing_cpu_quick.csv
 
 Builds a 1B-class model with random weights (default ``llama-3.2-1b``; memory
 and speed do not depend on the weights), then for each layout -- no
@@ -29,7 +29,6 @@ step without checkpointing, so a slow moment of the machine hits both.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import sys
@@ -39,6 +38,7 @@ import torch
 
 from .. import checkpointing as ck
 from .. import cli, env, memory, models, results, stats, train
+from .. import bench as bench_cli
 from ..errors import LabkitError
 
 LAYOUTS = ("none", "every=4", "every=2", "every=1", "sqrt", "hf")
@@ -261,7 +261,7 @@ def run(model_name: str, batch_size: int, seq_len: int, precision: str, repeats:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labkit.bench.checkpointing", description=__doc__.splitlines()[0])
+    p = bench_cli.parser("checkpointing", __doc__.splitlines()[0])
     p.add_argument("--out", default=None,
                    help="CSV to write (default: data/results/checkpointing_gpu.csv on a full GPU run, else "
                         "data/results/local/checkpointing_<device>[_quick].csv)")
@@ -273,7 +273,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int, default=None)
     p.add_argument("--precision", default=None, choices=("fp32", "bf16-mixed", "fp16-mixed"))
     p.add_argument("--repeats", type=int, default=None)
-    args = p.parse_args(argv)
+    args = bench_cli.parse(p, argv)
     path = results.bench_csv_path("checkpointing", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     opts = dict(QUICK_DEFAULTS if args.quick else {**GPU_DEFAULTS, "layers": None})
     for key in ("model", "layers", "batch_size", "seq_len", "precision", "repeats"):
@@ -281,9 +281,10 @@ def main(argv=None) -> int:
             opts[key] = getattr(args, key)
     rows = run(opts["model"], opts["batch_size"], opts["seq_len"], opts["precision"], opts["repeats"],
                device=args.device, layers=opts["layers"])
-    results.write_bench_csv("checkpointing", rows, device=args.device, quick=args.quick, out=path)
+    written = results.write_bench_csv("checkpointing", rows, device=args.device, quick=args.quick, out=path)
+    bench_cli.emit(args, "checkpointing", written)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main, sys.argv[1:]))
+    sys.exit(cli.run(main, sys.argv[1:]))

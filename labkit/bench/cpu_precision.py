@@ -1,8 +1,8 @@
 """Is bf16 autocast worth it on *this* CPU? One full fine-tuning step per precision.
 
-    python -m labkit.bench.cpu_precision                      # smollm2-135m, 4 x 128 tokens (~5 min on 2 cores)
-    python -m labkit.bench.cpu_precision --model lab-tiny     # the lab model (seconds)
-    python -m labkit.bench.cpu_precision --quick              # a toy model: checks the code path
+    python -m labkit bench cpu_precision                      # smollm2-135m, 4 x 128 tokens (~5 min on 2 cores)
+    python -m labkit bench cpu_precision --model lab-tiny     # the lab model (seconds)
+    python -m labkit bench cpu_precision --quick              # a toy model: checks the code path
 
 On a GPU, bf16 autocast is the default choice (tensor cores; lab 02 measures
 7.5x on an H100). On a CPU it depends on the chip and on torch's kernels
@@ -25,6 +25,7 @@ import time
 import torch
 
 from .. import cli, data, models, results, train
+from .. import bench as bench_cli
 from ..errors import LabkitError
 
 PRECISIONS = ("fp32", "bf16-mixed")
@@ -48,8 +49,7 @@ def step_times(model, batch: dict, precision: str, steps: int, warmup: int) -> l
 
 
 def main(argv: list[str]) -> int:
-    p = cli.parser("bench.cpu_precision", "CPU step time of full fine-tuning, fp32 vs bf16 autocast.",
-                   profile=False, json_flag=False)
+    p = bench_cli.parser("cpu_precision", "CPU step time of full fine-tuning, fp32 vs bf16 autocast.", cpu_sizes=True)
     p.add_argument("--model", default=models.SMOLLM2, help="a pretrained model name (default smollm2-135m)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=128)
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="a toy model, 1 step: tests the code path")
     p.add_argument("--out", default=None, help="CSV to write (default data/results/local/cpu_precision_cpu.csv)")
-    args = p.parse_args(argv)
+    args = bench_cli.parse(p, argv, cpu_sizes=True)
     if min(args.batch_size, args.seq_len, args.steps) < 1 or args.warmup < 0:
         raise LabkitError("--batch-size, --seq-len and --steps must be at least 1, --warmup at least 0")
     path = results.bench_csv_path("cpu_precision", device="cpu", quick=args.quick, out=args.out)
@@ -92,7 +92,8 @@ def main(argv: list[str]) -> int:
     for row in rows:
         row["vs_fp32"] = round(row["median_step_s"] / rows[0]["median_step_s"], 2)
     print(f"bf16 autocast / fp32 step time: {ratio:.2f}x")
-    results.write_bench_csv("cpu_precision", rows, device="cpu", quick=args.quick, out=path)
+    written = results.write_bench_csv("cpu_precision", rows, device="cpu", quick=args.quick, out=path)
+    bench_cli.emit(args, "cpu_precision", written)
     return 0
 
 

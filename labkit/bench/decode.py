@@ -1,7 +1,7 @@
 """Decode speed and memory of one model in bf16, int8 and NF4 on a GPU (lab 10, section 7).
 
-    python -m labkit.bench.decode                         # on a GPU: writes data/results/decode_gpu.csv
-    python -m labkit.bench.decode --quick --device cpu    # the same code path, tiny model, no GPU:
+    python -m labkit bench decode                         # on a GPU: writes data/results/decode_gpu.csv
+    python -m labkit bench decode --quick --device cpu    # the same code path, tiny model, no GPU:
                                                           #   data/results/local/decode_cpu_quick.csv
 
 Llama-3.2-1B's architecture (`labkit.models.config("llama-3.2-1b")`) with random weights -- speed
@@ -14,7 +14,6 @@ CUDA caching allocator around it: ``memory_allocated`` (tensors alive) and ``mem
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import sys
 import time
@@ -22,6 +21,7 @@ import time
 import torch
 
 from .. import cli, decoding, env, models, quant, results
+from .. import bench as bench_cli
 from ..errors import LabkitError
 from .qlora import _quantize_int8
 
@@ -108,12 +108,12 @@ def run(sizes: dict, device: torch.device, bases=BASES) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labkit.bench.decode", description=__doc__.split("\n")[0])
+    p = bench_cli.parser("decode", __doc__.split("\n")[0])
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--quick", action="store_true", help="lab-tiny and a few tokens (tests the code path)")
     p.add_argument("--bases", default=",".join(BASES), help="comma-separated subset of " + ", ".join(BASES))
     p.add_argument("--out", default=None, help="CSV path (default: data/results/decode_gpu.csv on a full GPU run)")
-    args = p.parse_args(argv)
+    args = bench_cli.parse(p, argv)
     bases = tuple(b for b in args.bases.split(",") if b)
     bad = [b for b in bases if b not in BASES]
     if bad:
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     sizes = QUICK if args.quick else FULL
     rows = run(sizes, device, bases)
     meta = results.run_metadata("python -m labkit.bench.decode " + " ".join(argv or sys.argv[1:]))
-    results.write_bench_csv("decode", rows, device=device, quick=args.quick, out=path, metadata=meta)
+    written = results.write_bench_csv("decode", rows, device=device, quick=args.quick, out=path, metadata=meta)
+    bench_cli.emit(args, "decode", written)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Catastrophic forgetting on a GPU: every lab-06 strategy, several seeds, mean and spread (lab 06).
 
-    python -m labkit.bench.forgetting                        # on a GPU: writes data/results/forgetting_gpu.csv (~5 min, H100)
-    python -m labkit.bench.forgetting --quick --device cpu   # the same code path, a few steps: data/results/local/forgetting_cpu_quick.csv
+    python -m labkit bench forgetting                        # on a GPU: writes data/results/forgetting_gpu.csv (~5 min, H100)
+    python -m labkit bench forgetting --quick --device cpu   # the same code path, a few steps: data/results/local/forgetting_cpu_quick.csv
 
 It runs `labkit.forgetting.run_strategy` -- the code the notebook and
 `python -m labkit forgetting` run -- with the ``full`` profile's sizes (longer
@@ -15,13 +15,13 @@ same spring to the pretrained weights with every weight equally stiff.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
 import torch
 
 from .. import cli, env, forgetting, results
+from .. import bench as bench_cli
 
 DEFAULT_STRATEGIES = ("full_ft", "replay_1_10", "replay_1_5", "replay_1_1", "lr_0.0002", "lr_0.0006",
                       "ewc_100000", "ewc_1000000", "ewc_10000000", "l2_100000", "l2_1000000", "l2_10000000",
@@ -66,7 +66,7 @@ def _metrics(r: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labkit.bench.forgetting", description=__doc__.splitlines()[0])
+    p = bench_cli.parser("forgetting", __doc__.splitlines()[0])
     p.add_argument("--out", default=None,
                    help="CSV to write (default: data/results/forgetting_gpu.csv on a full GPU run, else "
                         "data/results/local/forgetting_<device>[_quick].csv)")
@@ -75,14 +75,15 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="steps per run (default: the full profile's)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="4 strategies, 2 seeds, 2 steps: checks the code path")
-    args = p.parse_args(argv)
+    args = bench_cli.parse(p, argv)
     path = results.bench_csv_path("forgetting", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     for name in args.strategies:
         forgetting.parse_strategy(name)
     rows = run(args.strategies, seeds=args.seeds, device=args.device, quick=args.quick, steps=args.steps)
-    results.write_bench_csv("forgetting", rows, device=args.device, quick=args.quick, out=path)
+    written = results.write_bench_csv("forgetting", rows, device=args.device, quick=args.quick, out=path)
+    bench_cli.emit(args, "forgetting", written)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main, sys.argv[1:]))
+    sys.exit(cli.run(main, sys.argv[1:]))

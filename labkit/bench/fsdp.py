@@ -1,7 +1,7 @@
 """FSDP2 on ONE GPU: CPU offload vs none, for a model whose training state does not fit a memory budget (lab 07).
 
-    python -m labkit.bench.fsdp                        # on a GPU: writes data/results/fsdp_gpu.csv (~3 min, H100/H200)
-    python -m labkit.bench.fsdp --quick --device cpu   # the same code path, tiny model, single gloo rank:
+    python -m labkit bench fsdp                        # on a GPU: writes data/results/fsdp_gpu.csv (~3 min, H100/H200)
+    python -m labkit bench fsdp --quick --device cpu   # the same code path, tiny model, single gloo rank:
                                                        #   data/results/local/fsdp_cpu_quick.csv
 
 One GPU is one rank, so sharding itself saves nothing here (world size 1):
@@ -22,7 +22,6 @@ not measured here: the notebook takes it from the calculator.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ import torch
 
 from .. import dist as ld
 from .. import cli, env, models, results
+from .. import bench as bench_cli
 
 QUICK_NOTE = "lab-tiny (2 layers), random weights; --quick only checks that the code path runs"
 
@@ -133,7 +133,7 @@ def run(layers: int = 8, budget_gb: float = 16.0, steps: int = 3, batch: int = 2
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labkit.bench.fsdp", description=__doc__.splitlines()[0])
+    p = bench_cli.parser("fsdp", __doc__.splitlines()[0])
     p.add_argument("--out", default=None, help="CSV to write (default: data/results/fsdp_gpu.csv on a full GPU run, "
                                                 "else data/results/local/fsdp_<device>[_quick].csv)")
     p.add_argument("--layers", type=int, default=8, help="decoder layers of the Llama-2-7B-shaped model (8: ~1.9B params)")
@@ -141,12 +141,13 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="a tiny model and 1 step: checks the code path")
-    args = p.parse_args(argv)
+    args = bench_cli.parse(p, argv)
     path = results.bench_csv_path("fsdp", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     rows = run(args.layers, args.budget_gb, args.steps, device=args.device, quick=args.quick)
-    results.write_bench_csv("fsdp", rows, device=args.device, quick=args.quick, out=path)
+    written = results.write_bench_csv("fsdp", rows, device=args.device, quick=args.quick, out=path)
+    bench_cli.emit(args, "fsdp", written)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main, sys.argv[1:]))
+    sys.exit(cli.run(main, sys.argv[1:]))

@@ -1,7 +1,7 @@
 """LoRA training-step speed and peak memory: labkit.lora vs peft on real architectures (lab 04).
 
-    python -m labkit.bench.lora                          # on a GPU: writes data/results/lora_gpu.csv (~2 min, H100)
-    python -m labkit.bench.lora --quick --device cpu     # the same code path, tiny model, no GPU:
+    python -m labkit bench lora                          # on a GPU: writes data/results/lora_gpu.csv (~2 min, H100)
+    python -m labkit bench lora --quick --device cpu     # the same code path, tiny model, no GPU:
                                                          #   data/results/local/lora_cpu_quick.csv
 
 For each model (random weights, bf16, built with `labkit.models.build`) and each
@@ -12,7 +12,6 @@ Adapters are fp32 in both (peft's default `autocast_adapter_dtype=True`).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -20,6 +19,7 @@ import time
 import torch
 
 from .. import cli, env, lora, models, results
+from .. import bench as bench_cli
 
 TARGETS = {"q,v": ("q_proj", "v_proj"), "all-linear": "all-linear"}
 DEFAULT_MODELS = ("llama-3.2-1b", "llama-2-7b")
@@ -135,7 +135,7 @@ def run(model_names=DEFAULT_MODELS, r: int = 16, alpha: float = 32, steps: int =
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labkit.bench.lora", description=__doc__.splitlines()[0])
+    p = bench_cli.parser("lora", __doc__.splitlines()[0])
     p.add_argument("--out", default=None,
                    help="CSV to write (default: data/results/lora_gpu.csv on a full GPU run, else "
                         "data/results/local/lora_<device>[_quick].csv)")
@@ -145,12 +145,13 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="a tiny random model and 2 steps: checks the code path")
-    args = p.parse_args(argv)
+    args = bench_cli.parse(p, argv)
     path = results.bench_csv_path("lora", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     rows = run(args.models, r=args.r, alpha=args.alpha, steps=args.steps, device=args.device, quick=args.quick)
-    results.write_bench_csv("lora", rows, device=args.device, quick=args.quick, out=path)
+    written = results.write_bench_csv("lora", rows, device=args.device, quick=args.quick, out=path)
+    bench_cli.emit(args, "lora", written)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main, sys.argv[1:]))
+    sys.exit(cli.run(main, sys.argv[1:]))

@@ -1,19 +1,19 @@
 """Dense matmul throughput on this GPU vs its spec sheet (lab 00).
 
-    python -m labkit.bench.matmul            # on a GPU: writes data/results/matmul_gpu.csv
-    python -m labkit.bench.matmul --quick    # on a GPU, seconds: writes data/results/local/matmul_cuda_quick.csv
+    python -m labkit bench matmul            # on a GPU: writes data/results/matmul_gpu.csv
+    python -m labkit bench matmul --quick    # on a GPU, seconds: writes data/results/local/matmul_cuda_quick.csv
 
 Tensor-core throughput is a GPU measurement: there is no CPU mode (``--device cpu``
 stops with one line; lab 00 plots the committed GPU run instead).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
 from .. import cli, env, results
+from .. import bench as bench_cli
 from ..errors import LabkitError
 
 FORMATS = {  # name -> (dtype, allow_tf32)
@@ -41,20 +41,21 @@ def run(sizes=SIZES, repeats: int = 20, device: str = "cuda") -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labkit.bench.matmul", description=__doc__.splitlines()[0])
+    p = bench_cli.parser("matmul", __doc__.splitlines()[0])
     p.add_argument("--out", default=None, help="CSV to write (default data/results/matmul_gpu.csv on a full "
                                                 "GPU run; data/results/local/ with --quick)")
     p.add_argument("--device", default="cuda", help="cuda (the only device this benchmark measures)")
     p.add_argument("--quick", action="store_true", help="one size, 3 repeats: checks the code path")
-    args = p.parse_args(argv)
+    args = bench_cli.parse(p, argv)
     if torch.device(args.device).type != "cuda":
         raise LabkitError("the matmul benchmark measures a GPU's tensor cores and has no CPU mode; run it on a GPU "
                           "machine, or see the committed run in data/results/matmul_gpu.csv (lab 00 plots it)")
     path = results.bench_csv_path("matmul", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     rows = run(**(QUICK if args.quick else {}), device=args.device)
-    results.write_bench_csv("matmul", rows, device=args.device, quick=args.quick, out=path)
+    written = results.write_bench_csv("matmul", rows, device=args.device, quick=args.quick, out=path)
+    bench_cli.emit(args, "matmul", written)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main, sys.argv[1:]))
+    sys.exit(cli.run(main, sys.argv[1:]))

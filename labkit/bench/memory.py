@@ -1,10 +1,10 @@
 """Estimated vs measured peak memory of real training steps (lab 01).
 
-    python3 -m labkit.bench.memory                        # on a GPU: data/results/memory_gpu.csv, ~6 min on an H100
-    python3 -m labkit.bench.memory --quick --device cpu   # same code path, tiny models, no GPU:
+    python -m labkit bench memory                        # on a GPU: data/results/memory_gpu.csv, ~6 min on an H100
+    python -m labkit bench memory --quick --device cpu   # same code path, tiny models, no GPU:
                                                           #   data/results/local/memory_cpu_quick.csv (git-ignored)
-    python3 -m labkit.bench.memory --calibrate --out /tmp/calib.json        # what CUDA kernels save / allocate
-    python3 -m labkit.bench.memory --reestimate data/results/memory_gpu.csv  # new estimator, same measurements
+    python -m labkit bench memory --calibrate --out /tmp/calib.json        # what CUDA kernels save / allocate
+    python -m labkit bench memory --reestimate data/results/memory_gpu.csv  # new estimator, same measurements
 
 Only a full run on CUDA writes ``data/results/memory_gpu.csv``; a CPU or ``--quick``
 run writes ``data/results/local/`` (or ``--out``, which may then not be a ``*_gpu.csv``).
@@ -32,7 +32,6 @@ The configurations themselves (`FULL_ROWS`, `QUICK_ROWS`, `CALIBRATION`) are in
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
 import json
@@ -45,6 +44,7 @@ from pathlib import Path
 import torch
 
 from .. import cli, memory, models, results
+from .. import bench as bench_cli
 from ..errors import LabkitError
 from .memory_rows import CALIBRATION, FULL_ROWS, QUICK_ROWS, TARGETS, _spec_from_csv, row
 
@@ -375,7 +375,7 @@ def reestimate(path: str, device: str = "cuda", cache_values_follow_keys: bool |
 
 # ---------------------------------------------------------------------------
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labkit.bench.memory", description=__doc__.splitlines()[0])
+    p = bench_cli.parser("memory", __doc__.splitlines()[0])
     p.add_argument("--out", default=None,
                    help="CSV to write (default: data/results/memory_gpu.csv on a full GPU run, else "
                         "data/results/local/memory_<device>[_quick].csv; with --calibrate a JSON report)")
@@ -389,7 +389,7 @@ def main(argv=None) -> int:
     p.add_argument("--cache-values-follow-keys", choices=("auto", "yes", "no"), default="auto",
                    help="with --reestimate and a CSV that does not record it: did the measuring transformers "
                         "cache values in the keys' dtype (5.17: yes)?")
-    args = p.parse_args(argv)
+    args = bench_cli.parse(p, argv)
     if args.reestimate:
         follow = {"auto": None, "yes": True, "no": False}[args.cache_values_follow_keys]
         print(reestimate(args.reestimate, args.device, follow))
@@ -427,8 +427,9 @@ def main(argv=None) -> int:
     out = run(rows, args.device, path, meta)
     print(f"{summary(out)} in {time.perf_counter() - t0:.0f} s", flush=True)
     print(results.bench_wrote_message(path, "memory", device=args.device, quick=args.quick), flush=True)
+    bench_cli.emit(args, "memory", path)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main, sys.argv[1:]))
+    sys.exit(cli.run(main, sys.argv[1:]))

@@ -1,7 +1,7 @@
 """MFU of a 1B-class Llama training step on this GPU, and where the step's time goes (lab 12).
 
-    python -m labkit.bench.mfu            # on a GPU, a few minutes on an H100: writes data/results/mfu_gpu.csv
-    python -m labkit.bench.mfu --quick    # on a GPU, seconds: a toy model; data/results/local/mfu_cuda_quick.csv
+    python -m labkit bench mfu            # on a GPU, a few minutes on an H100: writes data/results/mfu_gpu.csv
+    python -m labkit bench mfu --quick    # on a GPU, seconds: a toy model; data/results/local/mfu_cuda_quick.csv
 
 The model is ``--model`` (default ``llama-3.2-1b``: 16 layers, hidden 2048, 1.24B parameters, vocab 128,256)
 with random weights, fp32 master weights under bf16 autocast (``bf16-mixed``), sdpa attention, AdamW
@@ -27,6 +27,7 @@ import statistics
 import sys
 
 from .. import cli, results
+from .. import bench as bench_cli
 from ..errors import LabkitError
 
 POINTS = ((4, 2048), (8, 2048), (16, 1024), (4, 4096))   # (batch, seq_len): 8k-32k tokens per step
@@ -51,7 +52,7 @@ def parse_points(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m labkit.bench.mfu", description=__doc__.splitlines()[0])
+    p = bench_cli.parser("mfu", __doc__.splitlines()[0])
     p.add_argument("--out", default=None, help="CSV to write (default data/results/mfu_gpu.csv on a full GPU run; "
                                                 "data/results/local/ with --quick)")
     p.add_argument("--model", default="llama-3.2-1b", help="a labkit model name (default llama-3.2-1b)")
@@ -163,13 +164,14 @@ def run(model: str = "llama-3.2-1b", points=POINTS, steps: int = 10, warmup: int
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    args = bench_cli.parse(parser(), argv)
     check_cuda(args.device)                    # before anything is imported or measured
     path = results.bench_csv_path("mfu", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here
     rows = run(args.model, args.points, args.steps, args.warmup, args.quick, args.device)
-    results.write_bench_csv("mfu", rows, device=args.device, quick=args.quick, out=path)
+    written = results.write_bench_csv("mfu", rows, device=args.device, quick=args.quick, out=path)
+    bench_cli.emit(args, "mfu", written)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main, sys.argv[1:]))
+    sys.exit(cli.run(main, sys.argv[1:]))

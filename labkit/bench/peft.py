@@ -1,7 +1,7 @@
 """The PEFT family on fp16 / int8 / int4 bases: step time and peak memory on a GPU (lab 13).
 
-    python -m labkit.bench.peft                          # on a GPU: writes data/results/peft_gpu.csv
-    python -m labkit.bench.peft --quick --device cpu     # the same code path, tiny model, no GPU:
+    python -m labkit bench peft                          # on a GPU: writes data/results/peft_gpu.csv
+    python -m labkit bench peft --quick --device cpu     # the same code path, tiny model, no GPU:
                                                          #   data/results/local/peft_cpu_quick.csv
 
 Llama-2-7B's architecture with random bf16 weights (memory and speed do not depend on the
@@ -16,13 +16,13 @@ estimate.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import sys
 
 import torch
 
 from .. import cli, env, lora, models, quant, results
+from .. import bench as bench_cli
 from .. import soft_prompts as sp
 from . import lora as lora_bench   # the timing loop: one AdamW step, median over the timed steps
 from ..errors import LabkitError
@@ -139,7 +139,7 @@ def run(model_name: str = "llama-2-7b", bases=BASES, methods=tuple(METHODS), ste
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labkit.bench.peft", description=__doc__.splitlines()[0])
+    p = bench_cli.parser("peft", __doc__.splitlines()[0])
     p.add_argument("--out", default=None,
                    help="CSV to write (default: data/results/peft_gpu.csv on a full GPU run, else "
                         "data/results/local/peft_<device>[_quick].csv)")
@@ -148,12 +148,13 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="a tiny random model and 1 step: checks the code path")
-    args = p.parse_args(argv)
+    args = bench_cli.parse(p, argv)
     path = results.bench_csv_path("peft", device=args.device, quick=args.quick, out=args.out)
     rows = run(args.model, bases=args.bases, steps=args.steps, device=args.device, quick=args.quick)
-    results.write_bench_csv("peft", rows, device=args.device, quick=args.quick, out=path)
+    written = results.write_bench_csv("peft", rows, device=args.device, quick=args.quick, out=path)
+    bench_cli.emit(args, "peft", written)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main, sys.argv[1:]))
+    sys.exit(cli.run(main, sys.argv[1:]))

@@ -1,7 +1,7 @@
 """Training-step time and peak memory per precision on a GPU (lab 02).
 
-    python -m labkit.bench.precision                        # GPU: about 1 min on an H100; data/results/precision_gpu.csv
-    python -m labkit.bench.precision --quick --device cpu   # seconds: checks the code path;
+    python -m labkit bench precision                        # GPU: about 1 min on an H100; data/results/precision_gpu.csv
+    python -m labkit bench precision --quick --device cpu   # seconds: checks the code path;
                                                             #   data/results/local/precision_cpu_quick.csv
 
 The model is a stack of Llama-2-7B-shaped decoder layers (hidden 4096, MLP
@@ -24,7 +24,6 @@ with labkit's earlier per-tensor ``torch.isfinite(g).all()``).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import gc
 import statistics
@@ -33,6 +32,7 @@ import time
 import torch
 
 from .. import cli, env, models, results, train
+from .. import bench as bench_cli
 from ..errors import LabkitError
 from ..precision import DynamicLossScaler
 
@@ -171,7 +171,7 @@ def run(*, layers: int | None = None, batch_size: int | None = None, seq_len: in
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labkit.bench.precision", description=__doc__.splitlines()[0])
+    p = bench_cli.parser("precision", __doc__.splitlines()[0])
     p.add_argument("--out", default=None,
                    help="CSV to write (default: data/results/precision_gpu.csv on a full GPU run, else "
                         "data/results/local/precision_<device>[_quick].csv)")
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--quick", action="store_true", help="a toy model and 3 steps: test the code path")
     p.add_argument("--device", default=None, help="cuda (default when present) or cpu (with --quick)")
-    args = p.parse_args(argv)
+    args = bench_cli.parse(p, argv)
     device = args.device or env.device()
     path = results.bench_csv_path("precision", device=device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     rows = run(layers=args.layers, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps,
@@ -191,9 +191,10 @@ def main(argv=None) -> int:
     bf16 = next((r for r in rows if r["config"] == "bf16-mixed"), None)
     if bf16 and bf16["speedup_vs_fp32"]:
         print(f"bf16-mixed is {bf16['speedup_vs_fp32']:.1f}x faster per step than fp32")
-    results.write_bench_csv("precision", rows, device=device, quick=args.quick, out=path)
+    written = results.write_bench_csv("precision", rows, device=device, quick=args.quick, out=path)
+    bench_cli.emit(args, "precision", written)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main, sys.argv[1:]))
+    sys.exit(cli.run(main, sys.argv[1:]))

@@ -1,7 +1,7 @@
 """QLoRA on a real 7B-shaped model: peak memory and step time, measured and estimated (lab 05).
 
-    python -m labkit.bench.qlora                          # on a GPU: writes data/results/qlora_gpu.csv
-    python -m labkit.bench.qlora --quick --device cpu     # the same code path, tiny model, no GPU:
+    python -m labkit bench qlora                          # on a GPU: writes data/results/qlora_gpu.csv
+    python -m labkit bench qlora --quick --device cpu     # the same code path, tiny model, no GPU:
                                                           #   data/results/local/qlora_cpu_quick.csv
 
 Llama-2-7B's architecture (`labkit.models.config("llama-2-7b")`) with random
@@ -18,7 +18,6 @@ least 1e5 values) live in CUDA unified memory, outside PyTorch's allocator.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import sys
@@ -27,6 +26,7 @@ import time
 import torch
 
 from .. import cli, env, lora, memory, models, quant, results
+from .. import bench as bench_cli
 from ..errors import LabkitError
 
 GB = 1e9
@@ -278,7 +278,7 @@ def run(rows, cfg, device: torch.device, steps: int = 3, warmup: int = 2) -> lis
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labkit.bench.qlora", description=__doc__.splitlines()[0])
+    p = bench_cli.parser("qlora", __doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--quick", action="store_true", help="a 2-layer model and short sequences (tests the code path)")
     p.add_argument("--model", default="llama-2-7b", help="architecture to measure (default llama-2-7b)")
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None,
                    help="CSV to write (default: data/results/qlora_gpu.csv on a full GPU run, else "
                         "data/results/local/qlora_<device>[_quick].csv)")
-    args = p.parse_args(argv)
+    args = bench_cli.parse(p, argv)
     path = results.bench_csv_path("qlora", device=args.device, quick=args.quick, out=args.out)  # a bad --out stops here, before measuring
     try:
         import bitsandbytes  # noqa: F401
@@ -305,9 +305,10 @@ def main(argv=None) -> int:
     import bitsandbytes
 
     meta["bitsandbytes"] = bitsandbytes.__version__
-    results.write_bench_csv("qlora", rows, device=device, quick=args.quick, out=path, metadata=meta)
+    written = results.write_bench_csv("qlora", rows, device=device, quick=args.quick, out=path, metadata=meta)
+    bench_cli.emit(args, "qlora", written)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli.run(main, sys.argv[1:]))
+    sys.exit(cli.run(main, sys.argv[1:]))
