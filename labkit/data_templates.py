@@ -1,6 +1,6 @@
 """The word tables and sentence templates behind ``labkit.data``'s generators.
 
-Why a module of its own: ``data.py`` should read as code (how a story is drawn, how a split is
+Why a module of its own: the ``labkit.data`` package should read as code (how a story is drawn, how a split is
 kept disjoint), and these ~450 lines are data -- the fictional world the lab models learn about.
 Edit a table here to change the world: every corpus, probe and question in the labs is drawn
 from it by ``labkit.data`` with a fixed seed, so the committed files in ``data/corpora/`` must
