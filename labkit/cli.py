@@ -24,9 +24,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser(name: str, description: str, profile: bool = True, json_flag: bool = True, *,
-           prog: str | None = None, profile_help: str | None = None, **kwargs) -> argparse.ArgumentParser:
-    """`name` makes the usage line ``python -m labkit <name>``; `prog` overrides it whole."""
-    p = _Parser(prog=prog or f"python -m labkit {name}", description=description, **kwargs)
+           profile_help: str | None = None) -> argparse.ArgumentParser:
+    """`name` makes the usage line ``python -m labkit <name>`` (``"bench lora"`` for a bench)."""
+    p = _Parser(prog=f"python -m labkit {name}", description=description)
     if profile:
         from .env import PROFILES  # lazily: env imports torch
 

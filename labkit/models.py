@@ -313,7 +313,6 @@ def save(model, name: str, *, summary: dict | None = None, overwrite: bool = Fal
     pickled). ``name`` is lower case letters, digits, ``.``, ``_`` and ``-`` (no path); an existing
     directory is never replaced unless ``overwrite=True``. The model itself is not modified.
     """
-    import json
     import shutil
     import tempfile
 

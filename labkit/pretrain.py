@@ -17,7 +17,6 @@ unless ``--force`` is given -- pass ``--out DIR`` for a new model instead.
 """
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time

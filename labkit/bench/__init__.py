@@ -71,7 +71,7 @@ def parser(name: str, description: str, *, cpu_sizes: bool = False):
     """A bench's argparse parser: one-line errors (exit 2), ``--profile`` and ``--json``."""
     from .. import cli
 
-    return cli.parser(f"bench {name}", description, prog=f"python -m labkit bench {name}",
+    return cli.parser(f"bench {name}", description,
                       profile_help=CPU_SIZES_PROFILE_HELP if cpu_sizes else PROFILE_HELP)
 
 
